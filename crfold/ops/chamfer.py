@@ -1,0 +1,131 @@
+"""Chamfer distance: plain torch on top of :func:`crfold.ops.knn_points` (K = 1).
+
+Conventions (see DESIGN.md §2): per-point terms are squared L2 distances to the nearest neighbour
+(or their square root with ``squared=False``); ``point_reduction`` reduces over the valid points of
+each cloud; ``direction_reduction`` combines the two directions (``"sum"`` is PyTorch3D's
+convention, ``"max"`` is FoldingNet's metric); ``batch_reduction`` reduces over clouds.
+Empty clouds contribute 0 and never produce NaN.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .knn import knn_points, validate_clouds
+
+POINT_REDUCTIONS = ("mean", "sum", "max", None)
+BATCH_REDUCTIONS = ("mean", "sum", None)
+DIRECTION_REDUCTIONS = ("sum", "max", "mean")
+
+
+def safe_sqrt(d: torch.Tensor) -> torch.Tensor:
+    """``sqrt(d)`` for ``d >= 0`` whose gradient is 0 (not inf/NaN) where ``d == 0``."""
+    pos = d > 0
+    return torch.where(pos, torch.sqrt(torch.where(pos, d, torch.ones_like(d))), torch.zeros_like(d))
+
+
+def _reduce_points(d: torch.Tensor, lengths: torch.Tensor, how: str) -> torch.Tensor:
+    """Reduce (B, P) per-point terms (0 at padding, all >= 0) to (B,) over the valid points."""
+    if how == "sum":
+        return d.sum(dim=1)
+    if how == "max":
+        # Terms are >= 0 and padding is 0, so the max over all entries is the max over valid ones
+        # (and 0 for an empty cloud).
+        return d.amax(dim=1) if d.shape[1] > 0 else d.new_zeros(d.shape[0])
+    return d.sum(dim=1) / lengths.clamp_min(1).to(d.dtype)
+
+
+def chamfer_distance(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    x_lengths: torch.Tensor | None = None,
+    y_lengths: torch.Tensor | None = None,
+    *,
+    squared: bool = True,
+    point_reduction: str | None = "mean",
+    batch_reduction: str | None = "mean",
+    direction_reduction: str = "sum",
+    single_directional: bool = False,
+    weights: torch.Tensor | None = None,
+):
+    """Chamfer distance between two batches of (possibly ragged) point clouds.
+
+    Args:
+        x: (B, P1, D) clouds; float16/bfloat16/float32/float64.
+        y: (B, P2, D) clouds, same dtype/device.
+        x_lengths: (B,) int, valid points of each ``x`` cloud (default P1).
+        y_lengths: (B,) int, valid points of each ``y`` cloud (default P2).
+        squared: per-point term is the squared distance (True) or the distance (False; gradient
+            0 at coincident points).
+        point_reduction: ``"mean"`` | ``"sum"`` | ``"max"`` over the valid points of each cloud,
+            or None to return the per-point terms.
+        batch_reduction: ``"mean"`` | ``"sum"`` | None over the batch (weighted mean
+            ``sum(w c) / sum(w)`` when ``weights`` is given).
+        direction_reduction: ``"sum"`` | ``"max"`` | ``"mean"`` of the two directional terms.
+        single_directional: only the x -> y direction.
+        weights: (B,) non-negative per-cloud weights.
+
+    Returns:
+        With a point reduction: a tensor, () after a batch reduction, else (B,).
+        With ``point_reduction=None``: a tuple ``(cham_x (B, P1), cham_y (B, P2) or None)`` of
+        per-point terms (weighted by ``weights``), 0 at padding; ``batch_reduction`` must be None.
+    """
+    if point_reduction not in POINT_REDUCTIONS:
+        raise ValueError(f"point_reduction must be one of {POINT_REDUCTIONS}, got {point_reduction!r}")
+    if batch_reduction not in BATCH_REDUCTIONS:
+        raise ValueError(f"batch_reduction must be one of {BATCH_REDUCTIONS}, got {batch_reduction!r}")
+    if direction_reduction not in DIRECTION_REDUCTIONS:
+        raise ValueError(
+            f"direction_reduction must be one of {DIRECTION_REDUCTIONS}, got {direction_reduction!r}"
+        )
+    if point_reduction is None and batch_reduction is not None:
+        raise ValueError("batch_reduction must be None when point_reduction is None")
+    validate_clouds(x, y, "x", "y")
+    B, P1, _ = x.shape
+    P2 = y.shape[1]
+    if weights is not None:
+        if not isinstance(weights, torch.Tensor) or weights.shape != (B,):
+            raise ValueError(f"weights must be a tensor of shape ({B},)")
+        if not weights.dtype.is_floating_point:
+            raise ValueError(f"weights must be a float tensor, got {weights.dtype}")
+        if not torch.compiler.is_compiling() and bool((weights < 0).any()):
+            raise ValueError("weights must be non-negative")
+
+    knn_x = knn_points(x, y, x_lengths, y_lengths, K=1)
+    d_x = knn_x.dists[..., 0]  # (B, P1)
+    d_y = None
+    if not single_directional:
+        d_y = knn_points(y, x, y_lengths, x_lengths, K=1).dists[..., 0]  # (B, P2)
+    if not squared:
+        d_x = safe_sqrt(d_x)
+        d_y = None if d_y is None else safe_sqrt(d_y)
+
+    if point_reduction is None:
+        if weights is not None:
+            w = weights.to(d_x.dtype)[:, None]
+            d_x = d_x * w
+            d_y = None if d_y is None else d_y * w
+        return d_x, d_y
+
+    xl = torch.full((B,), P1, device=x.device) if x_lengths is None else x_lengths.to(x.device)
+    yl = torch.full((B,), P2, device=x.device) if y_lengths is None else y_lengths.to(x.device)
+    c = _reduce_points(d_x, xl, point_reduction)  # (B,)
+    if d_y is not None:
+        c_y = _reduce_points(d_y, yl, point_reduction)
+        if direction_reduction == "sum":
+            c = c + c_y
+        elif direction_reduction == "max":
+            c = torch.maximum(c, c_y)
+        else:
+            c = 0.5 * (c + c_y)
+
+    if weights is not None:
+        c = c * weights.to(c.dtype)
+    if batch_reduction == "sum":
+        return c.sum()
+    if batch_reduction == "mean":
+        if weights is None:
+            return c.sum() / max(B, 1)
+        total = weights.to(c.dtype).sum()
+        return torch.where(total > 0, c.sum() / torch.where(total > 0, total, 1), c.sum() * 0)
+    return c

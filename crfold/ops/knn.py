@@ -1,0 +1,215 @@
+"""Public batched kNN: validation, autograd and dispatch to the compiled op.
+
+The compiled primitive is registered by the C++ extension as ``torch.ops.crfold.knn_forward`` /
+``knn_backward`` (``TORCH_LIBRARY``); this module adds its fake kernels and autograd formula with
+``torch.library`` so that ``torch.compile(..., fullgraph=True)`` traces through it.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import NamedTuple
+
+import torch
+
+from . import _ext, reference
+
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+MAX_K_CUDA = 128
+
+
+class KNN(NamedTuple):
+    """Result of :func:`knn_points`.
+
+    Attributes:
+        dists: (B, P1, K) squared L2 distances, ascending; 0 where padded.
+        idx: (B, P1, K) int64 indices into ``p2``; -1 where padded.
+        knn: (B, P1, K, D) the neighbours' coordinates (zeros where padded), or None.
+    """
+
+    dists: torch.Tensor
+    idx: torch.Tensor
+    knn: torch.Tensor | None
+
+
+_registered = False
+_warned = False
+
+
+def _register_autograd() -> None:
+    """Attach fake kernels and the backward formula to the C++-defined ops (once)."""
+    global _registered
+    if _registered:
+        return
+
+    @torch.library.register_fake("crfold::knn_forward")
+    def _knn_forward_fake(p1, p2, lengths1, lengths2, K):
+        B, P1, _ = p1.shape
+        return p1.new_empty((B, P1, K)), p1.new_empty((B, P1, K), dtype=torch.int64)
+
+    @torch.library.register_fake("crfold::knn_backward")
+    def _knn_backward_fake(grad_dists, p1, p2, lengths1, lengths2, idx, deterministic):
+        return torch.empty_like(p1), torch.empty_like(p2)
+
+    def setup_context(ctx, inputs, output):
+        p1, p2, lengths1, lengths2, _ = inputs
+        _, idx = output
+        ctx.save_for_backward(p1, p2, lengths1, lengths2, idx)
+        ctx.mark_non_differentiable(idx)
+
+    def backward(ctx, grad_dists, _grad_idx):
+        p1, p2, lengths1, lengths2, idx = ctx.saved_tensors
+        deterministic = torch.are_deterministic_algorithms_enabled()
+        g1, g2 = torch.ops.crfold.knn_backward(
+            grad_dists.contiguous(), p1, p2, lengths1, lengths2, idx, deterministic
+        )
+        return g1, g2, None, None, None
+
+    torch.library.register_autograd(
+        "crfold::knn_forward", backward, setup_context=setup_context
+    )
+    _registered = True
+
+
+@torch.compiler.assume_constant_result
+def _compiled_for(device_type: str) -> bool:
+    """Whether the compiled op serves tensors on ``device_type`` (builds it on first call)."""
+    global _warned
+    ok = _ext.load()
+    if ok:
+        _register_autograd()
+        if device_type == "cpu" or (device_type == "cuda" and _ext.with_cuda):
+            return True
+    if not _warned:
+        why = _ext.build_error if not ok else f"the extension was built without {device_type}"
+        warnings.warn(
+            f"crfold.ops: using the slow pure-torch reference kNN ({why})",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        _warned = True
+    return False
+
+
+def backend() -> str:
+    """Name the implementation that serves :func:`knn_points` and :func:`chamfer_distance`.
+
+    Returns:
+        ``"compiled-cpu"`` or ``"compiled-cpu+cuda"`` when the C++ extension is loaded,
+        otherwise ``"reference (<why the extension is unavailable>)"``.
+    """
+    if _ext.load():
+        _register_autograd()
+        return "compiled-cpu+cuda" if _ext.with_cuda else "compiled-cpu"
+    return f"reference ({_ext.build_error})"
+
+
+def _check_lengths(name: str, lengths, B: int, P: int, device) -> torch.Tensor:
+    if lengths is None:
+        return torch.full((B,), P, dtype=torch.int64, device=device)
+    if not isinstance(lengths, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor of shape ({B},), got {type(lengths)}")
+    if lengths.shape != (B,):
+        raise ValueError(f"{name} must have shape ({B},), got {tuple(lengths.shape)}")
+    if lengths.dtype.is_floating_point or lengths.dtype.is_complex or lengths.dtype == torch.bool:
+        raise ValueError(f"{name} must be an integer tensor, got {lengths.dtype}")
+    lengths = lengths.to(device=device, dtype=torch.int64)
+    if not torch.compiler.is_compiling() and lengths.numel() > 0:
+        lo, hi = int(lengths.min()), int(lengths.max())
+        if lo < 0 or hi > P:
+            raise ValueError(f"{name} must lie in [0, {P}], got values in [{lo}, {hi}]")
+    return lengths.contiguous()
+
+
+def _check_finite(name: str, p: torch.Tensor, lengths: torch.Tensor) -> None:
+    """Eager-mode NaN/inf check of the valid (unpadded) points; raises ValueError."""
+    if torch.compiler.is_compiling() or p.numel() == 0:
+        return
+    bad = ~torch.isfinite(p).all(dim=-1)  # (B, P)
+    valid = torch.arange(p.shape[1], device=p.device)[None, :] < lengths[:, None]
+    bad &= valid
+    if bool(bad.any()):
+        b, i = (int(v) for v in bad.nonzero()[0])
+        raise ValueError(f"{name} has a non-finite (NaN or inf) point at batch {b}, index {i}")
+
+
+def validate_clouds(p1, p2, name1: str = "p1", name2: str = "p2") -> None:
+    """Check two padded clouds: rank 3, matching batch and D, a float dtype, same device."""
+    for name, p in ((name1, p1), (name2, p2)):
+        if not isinstance(p, torch.Tensor):
+            raise ValueError(f"{name} must be a torch.Tensor of shape (B, P, D), got {type(p)}")
+        if p.dim() != 3:
+            raise ValueError(f"{name} must have shape (B, P, D), got {tuple(p.shape)}")
+        if p.dtype not in FLOAT_DTYPES:
+            raise ValueError(f"{name} must be float16/bfloat16/float32/float64, got {p.dtype}")
+        if p.shape[2] < 1:
+            raise ValueError(f"{name} must have D >= 1 coordinates, got shape {tuple(p.shape)}")
+    if p1.shape[0] != p2.shape[0]:
+        raise ValueError(f"{name1} and {name2} batch sizes differ: {p1.shape[0]} vs {p2.shape[0]}")
+    if p1.shape[2] != p2.shape[2]:
+        raise ValueError(f"{name1} and {name2} dimensions D differ: {p1.shape[2]} vs {p2.shape[2]}")
+    if p1.dtype != p2.dtype:
+        raise ValueError(f"{name1} and {name2} dtypes differ: {p1.dtype} vs {p2.dtype}")
+    if p1.device != p2.device:
+        raise ValueError(f"{name1} and {name2} devices differ: {p1.device} vs {p2.device}")
+
+
+def knn_points(
+    p1: torch.Tensor,
+    p2: torch.Tensor,
+    lengths1: torch.Tensor | None = None,
+    lengths2: torch.Tensor | None = None,
+    K: int = 1,
+    return_nn: bool = False,
+) -> KNN:
+    """K nearest neighbours in ``p2`` of every point of ``p1``, batched, with autograd.
+
+    Args:
+        p1: (B, P1, D) query clouds; float16/bfloat16 (computed in float32), float32, float64.
+        p2: (B, P2, D) target clouds, same dtype and device as ``p1``.
+        lengths1: (B,) integer, valid points per query cloud (default P1). Points past the length
+            are padding: their outputs are ``dist 0``, ``idx -1``.
+        lengths2: (B,) integer, valid points per target cloud (default P2); padding is ignored.
+        K: number of neighbours, ``K >= 1`` (at most 128 on CUDA). When a cloud has fewer than
+            K valid targets, the missing slots are ``dist 0``, ``idx -1``.
+        return_nn: also return the neighbours' coordinates.
+
+    Returns:
+        :class:`KNN` with ``dists`` (B, P1, K) squared L2 in the input dtype, sorted ascending,
+        ties broken by the lowest index; ``idx`` (B, P1, K) int64; ``knn`` (B, P1, K, D) or None.
+        ``dists`` and ``knn`` are differentiable with respect to ``p1`` and ``p2``.
+
+    Raises:
+        ValueError: on a wrong rank, mismatched batch/D/dtype/device, an integer dtype, lengths
+            out of range, ``K < 1``, or NaN/inf in a valid point (checked in eager mode).
+    """
+    validate_clouds(p1, p2)
+    if isinstance(K, bool) or not isinstance(K, int) or K < 1:
+        raise ValueError(f"K must be an int >= 1, got {K!r}")
+    B, P1, _ = p1.shape
+    P2 = p2.shape[1]
+    lengths1 = _check_lengths("lengths1", lengths1, B, P1, p1.device)
+    lengths2 = _check_lengths("lengths2", lengths2, B, P2, p1.device)
+    compute = torch.float32 if p1.dtype in (torch.float16, torch.bfloat16) else p1.dtype
+    a = p1.to(compute).contiguous()
+    b = p2.to(compute).contiguous()
+    device = p1.device.type
+    if device == "cuda" and K > MAX_K_CUDA:
+        raise ValueError(f"K must be <= {MAX_K_CUDA} on CUDA, got {K}")
+    if _compiled_for(device):
+        if device != "cpu":  # the CPU kernel checks finiteness itself, on every path
+            _check_finite("p1", a, lengths1)
+            _check_finite("p2", b, lengths2)
+        dists, idx = torch.ops.crfold.knn_forward(a, b, lengths1, lengths2, K)
+    else:
+        _check_finite("p1", a, lengths1)
+        _check_finite("p2", b, lengths2)
+        dists, idx = reference.knn_points_reference(a, b, lengths1, lengths2, K)
+    dists = dists.to(p1.dtype)
+    nn = reference.gather_points(p2, idx) if return_nn else None
+    return KNN(dists, idx, nn)
+
+
+def knn_gather(points: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """``points[b, idx[b, i, k]]`` as (B, P1, K, D), zeros where ``idx == -1``."""
+    return reference.gather_points(points, idx)

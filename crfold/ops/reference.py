@@ -1,0 +1,130 @@
+"""Pure-torch reference of every op in :mod:`crfold.ops`.
+
+Tests compare the compiled kernels to these functions, and :func:`crfold.ops.knn_points` falls
+back to them (with a one-time warning) when the extension cannot be built. They follow exactly the
+same conventions: squared L2 distances summed over coordinates in order ``0..D-1``, ascending
+order, ties broken by the lowest target index, padded outputs ``dist = 0`` and ``idx = -1``.
+
+Memory is bounded by processing queries in chunks, so the reference never materialises the full
+``(B, P1, P2)`` distance matrix.
+"""
+
+from __future__ import annotations
+
+import torch
+
+_CHUNK_PAIRS = 1 << 24  # pairs of (query, target) held at once per chunk
+
+
+def knn_indices_reference(
+    p1: torch.Tensor, p2: torch.Tensor, lengths1: torch.Tensor, lengths2: torch.Tensor, K: int
+) -> torch.Tensor:
+    """Indices of the K nearest neighbours by brute force (no gradient).
+
+    Args:
+        p1: (B, P1, D) queries, float32 or float64.
+        p2: (B, P2, D) targets, same dtype.
+        lengths1: (B,) int64, valid queries per cloud.
+        lengths2: (B,) int64, valid targets per cloud.
+        K: number of neighbours.
+
+    Returns:
+        (B, P1, K) int64; -1 where the query is padding or fewer than K targets exist.
+    """
+    B, P1, _ = p1.shape
+    P2 = p2.shape[1]
+    idx = torch.full((B, P1, K), -1, dtype=torch.int64, device=p1.device)
+    if P1 == 0 or P2 == 0 or K == 0:
+        return idx
+    chunk = max(1, _CHUNK_PAIRS // max(P2, 1))
+    cols = torch.arange(P2, device=p1.device)
+    with torch.no_grad():
+        for b in range(B):
+            n1, n2 = int(lengths1[b]), int(lengths2[b])
+            if n1 == 0 or n2 == 0:
+                continue
+            k = min(K, n2)
+            for s in range(0, n1, chunk):
+                q = p1[b, s : min(n1, s + chunk)]  # (C, D)
+                # Same arithmetic as the kernels: sum of squared differences, no matmul.
+                d = ((q[:, None, :] - p2[b, None, :n2, :]) ** 2).sum(-1)  # (C, n2)
+                if k == 1:
+                    # argmin returns the first minimal index: lowest-index ties.
+                    nn = d.argmin(dim=1, keepdim=True)
+                else:
+                    nn = torch.sort(d, dim=1, stable=True).indices[:, :k]
+                idx[b, s : s + q.shape[0], :k] = cols[:n2][nn]
+    return idx
+
+
+def gather_points(points: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """Gather ``points[b, idx[b, i, k]]`` with zeros where ``idx == -1``.
+
+    Args:
+        points: (B, P2, D).
+        idx: (B, P1, K) int64, -1 for padding.
+
+    Returns:
+        (B, P1, K, D), differentiable with respect to ``points``.
+    """
+    B, P1, K = idx.shape
+    D = points.shape[-1]
+    valid = idx >= 0
+    flat = idx.clamp_min(0).reshape(B, P1 * K, 1).expand(B, P1 * K, D)
+    if points.shape[1] == 0:
+        return points.new_zeros(B, P1, K, D)
+    out = points.gather(1, flat).reshape(B, P1, K, D)
+    return out * valid.unsqueeze(-1).to(out.dtype)
+
+
+def knn_dists_from_indices(p1: torch.Tensor, p2: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """Squared distances ``||p1[b, i] - p2[b, idx[b, i, k]]||^2`` (0 where ``idx == -1``).
+
+    Differentiable with respect to both clouds; the gradient at padded entries is 0.
+
+    Returns:
+        (B, P1, K) with the dtype of ``p1``.
+    """
+    nn = gather_points(p2, idx)  # (B, P1, K, D)
+    d = ((p1.unsqueeze(2) - nn) ** 2).sum(-1)
+    return d * (idx >= 0).to(d.dtype)
+
+
+def knn_points_reference(
+    p1: torch.Tensor, p2: torch.Tensor, lengths1: torch.Tensor, lengths2: torch.Tensor, K: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reference of the compiled forward: ``(dists, idx)``, both (B, P1, K).
+
+    ``dists`` is differentiable with respect to ``p1`` and ``p2`` through plain torch autograd.
+    """
+    idx = knn_indices_reference(p1, p2, lengths1, lengths2, K)
+    return knn_dists_from_indices(p1, p2, idx), idx
+
+
+def chamfer_distance_reference(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    x_lengths: torch.Tensor | None = None,
+    y_lengths: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-point squared nearest-neighbour distances in both directions (dense, unreduced).
+
+    A deliberately naive implementation over the full distance matrix, for tests of small clouds.
+
+    Returns:
+        ``(d_xy (B, P1), d_yx (B, P2))`` with 0 at padded points.
+    """
+    B, P1, _ = x.shape
+    P2 = y.shape[1]
+    lx = torch.full((B,), P1, dtype=torch.int64) if x_lengths is None else x_lengths.cpu()
+    ly = torch.full((B,), P2, dtype=torch.int64) if y_lengths is None else y_lengths.cpu()
+    d = ((x[:, :, None, :] - y[:, None, :, :]) ** 2).sum(-1)  # (B, P1, P2)
+    mx = torch.arange(P1)[None, :] < lx[:, None]  # (B, P1)
+    my = torch.arange(P2)[None, :] < ly[:, None]  # (B, P2)
+    big = torch.finfo(d.dtype).max
+    d = d.masked_fill(~(mx[:, :, None] & my[:, None, :]).to(d.device), big)
+    d_xy = d.min(dim=2).values if P2 else x.new_zeros(B, P1)
+    d_yx = d.min(dim=1).values if P1 else y.new_zeros(B, P2)
+    d_xy = torch.where((mx & (ly > 0)[:, None]).to(d.device), d_xy, torch.zeros_like(d_xy))
+    d_yx = torch.where((my & (lx > 0)[:, None]).to(d.device), d_yx, torch.zeros_like(d_yx))
+    return d_xy, d_yx
