@@ -21,7 +21,9 @@ DIRECTION_REDUCTIONS = ("sum", "max", "mean")
 def safe_sqrt(d: torch.Tensor) -> torch.Tensor:
     """``sqrt(d)`` for ``d >= 0`` whose gradient is 0 (not inf/NaN) where ``d == 0``."""
     pos = d > 0
-    return torch.where(pos, torch.sqrt(torch.where(pos, d, torch.ones_like(d))), torch.zeros_like(d))
+    return torch.where(
+        pos, torch.sqrt(torch.where(pos, d, torch.ones_like(d))), torch.zeros_like(d)
+    )
 
 
 def _reduce_points(d: torch.Tensor, lengths: torch.Tensor, how: str) -> torch.Tensor:
@@ -71,9 +73,13 @@ def chamfer_distance(
         per-point terms (weighted by ``weights``), 0 at padding; ``batch_reduction`` must be None.
     """
     if point_reduction not in POINT_REDUCTIONS:
-        raise ValueError(f"point_reduction must be one of {POINT_REDUCTIONS}, got {point_reduction!r}")
+        raise ValueError(
+            f"point_reduction must be one of {POINT_REDUCTIONS}, got {point_reduction!r}"
+        )
     if batch_reduction not in BATCH_REDUCTIONS:
-        raise ValueError(f"batch_reduction must be one of {BATCH_REDUCTIONS}, got {batch_reduction!r}")
+        raise ValueError(
+            f"batch_reduction must be one of {BATCH_REDUCTIONS}, got {batch_reduction!r}"
+        )
     if direction_reduction not in DIRECTION_REDUCTIONS:
         raise ValueError(
             f"direction_reduction must be one of {DIRECTION_REDUCTIONS}, got {direction_reduction!r}"

@@ -65,9 +65,7 @@ def _register_autograd() -> None:
         )
         return g1, g2, None, None, None
 
-    torch.library.register_autograd(
-        "crfold::knn_forward", backward, setup_context=setup_context
-    )
+    torch.library.register_autograd("crfold::knn_forward", backward, setup_context=setup_context)
     _registered = True
 
 
