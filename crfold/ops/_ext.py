@@ -41,7 +41,7 @@ def _want_cuda() -> bool:
 
 
 def _cflags() -> list[str]:
-    flags = ["-O3", "-std=c++17", "-fno-math-errno"]
+    flags = ["-O3", "-std=c++17", "-fno-math-errno", "-ffp-contract=off", "-fopenmp"]
     # The extension is built on the machine that runs it, so it may use that CPU's vector units;
     # CRFOLD_NATIVE=0 builds portable code (e.g. for a cache shared by different CPUs).
     if os.environ.get("CRFOLD_NATIVE", "1") != "0" and platform.machine() in ("x86_64", "AMD64"):
@@ -120,7 +120,7 @@ def load(verbose: bool = False) -> bool:
                 sources=[str(s) for s in sources],
                 extra_cflags=cflags,
                 extra_cuda_cflags=["-O3", "-std=c++17", "-DWITH_CUDA"],
-                extra_ldflags=[],
+                extra_ldflags=["-fopenmp"],
                 build_directory=str(build_dir),
                 is_python_module=False,
                 verbose=verbose,
