@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <type_traits>
@@ -15,7 +16,10 @@ namespace crfold {
 namespace {
 
 constexpr int64_t kQueryBlock = 32;    // queries per parallel work item
-constexpr int64_t kKdTreeMin = 16384;  // valid targets from which the kd-tree is faster
+// Valid targets from which the kd-tree beats the brute force (measured on 2 AVX-512 cores:
+// benchmarks/bench_knn_threshold.py); CRFOLD_KDTREE_MIN overrides both for experiments.
+constexpr int64_t kKdTreeMinK1 = 12288;
+constexpr int64_t kKdTreeMinKn = 256;
 constexpr int kKdTreeMaxD = 8;
 constexpr int kQueries = 4;  // queries sharing each loaded target vector (K = 1)
 
@@ -349,7 +353,12 @@ std::tuple<at::Tensor, at::Tensor> knn_forward_cpu(const at::Tensor& p1_in, cons
                         " has a non-finite (NaN or inf) point at batch ", bad.first, ", index ",
                         bad.second);
     }
-    if (max_n2 >= kKdTreeMin && p1.size(2) <= kKdTreeMaxD) {
+    static const int64_t env_min = [] {
+      const char* v = std::getenv("CRFOLD_KDTREE_MIN");
+      return v ? std::atoll(v) : int64_t(-1);
+    }();
+    const int64_t kd_min = env_min >= 0 ? env_min : (K == 1 ? kKdTreeMinK1 : kKdTreeMinKn);
+    if (max_n2 >= kd_min && p1.size(2) <= kKdTreeMaxD) {
       knn_forward_kdtree_cpu(p1, p2, lengths1, lengths2, K, dists, idx);
     } else {
       forward_brute<scalar_t>(p1, p2, l1, l2, static_cast<int>(K), dists, idx);
