@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import torch
 
-from .knn import knn_points, validate_clouds
+from .interop import as_padded
+from .knn import knn_points_named, validate_clouds
 
 POINT_REDUCTIONS = ("mean", "sum", "max", None)
 BATCH_REDUCTIONS = ("mean", "sum", None)
@@ -86,7 +87,12 @@ def chamfer_distance(
         )
     if point_reduction is None and batch_reduction is not None:
         raise ValueError("batch_reduction must be None when point_reduction is None")
+    x, x_lengths = as_padded(x, x_lengths, name="x")
+    y, y_lengths = as_padded(y, y_lengths, name="y")
     validate_clouds(x, y, "x", "y")
+    out_dtype = x.dtype
+    if x.dtype in (torch.float16, torch.bfloat16):  # reduce in float32 too, cast at the end
+        x, y = x.float(), y.float()
     B, P1, _ = x.shape
     P2 = y.shape[1]
     if weights is not None:
@@ -94,14 +100,17 @@ def chamfer_distance(
             raise ValueError(f"weights must be a tensor of shape ({B},)")
         if not weights.dtype.is_floating_point:
             raise ValueError(f"weights must be a float tensor, got {weights.dtype}")
-        if not torch.compiler.is_compiling() and bool((weights < 0).any()):
-            raise ValueError("weights must be non-negative")
+        if not torch.compiler.is_compiling() and not bool(
+            (torch.isfinite(weights) & (weights >= 0)).all()
+        ):
+            raise ValueError("weights must be finite and non-negative")
 
-    knn_x = knn_points(x, y, x_lengths, y_lengths, K=1)
-    d_x = knn_x.dists[..., 0]  # (B, P1)
+    names = ("x", "y", "x_lengths", "y_lengths")
+    d_x = knn_points_named(x, y, x_lengths, y_lengths, 1, names=names).dists[..., 0]  # (B, P1)
     d_y = None
     if not single_directional:
-        d_y = knn_points(y, x, y_lengths, x_lengths, K=1).dists[..., 0]  # (B, P2)
+        names_yx = ("y", "x", "y_lengths", "x_lengths")
+        d_y = knn_points_named(y, x, y_lengths, x_lengths, 1, names=names_yx).dists[..., 0]
     if not squared:
         d_x = safe_sqrt(d_x)
         d_y = None if d_y is None else safe_sqrt(d_y)
@@ -111,7 +120,7 @@ def chamfer_distance(
             w = weights.to(d_x.dtype)[:, None]
             d_x = d_x * w
             d_y = None if d_y is None else d_y * w
-        return d_x, d_y
+        return d_x.to(out_dtype), None if d_y is None else d_y.to(out_dtype)
 
     xl = torch.full((B,), P1, device=x.device) if x_lengths is None else x_lengths.to(x.device)
     yl = torch.full((B,), P2, device=x.device) if y_lengths is None else y_lengths.to(x.device)
@@ -128,10 +137,11 @@ def chamfer_distance(
     if weights is not None:
         c = c * weights.to(c.dtype)
     if batch_reduction == "sum":
-        return c.sum()
-    if batch_reduction == "mean":
+        c = c.sum()
+    elif batch_reduction == "mean":
         if weights is None:
-            return c.sum() / max(B, 1)
-        total = weights.to(c.dtype).sum()
-        return torch.where(total > 0, c.sum() / torch.where(total > 0, total, 1), c.sum() * 0)
-    return c
+            c = c.sum() / max(B, 1)
+        else:
+            total = weights.to(c.dtype).sum()
+            c = torch.where(total > 0, c.sum() / torch.where(total > 0, total, 1), c.sum() * 0)
+    return c.to(out_dtype)

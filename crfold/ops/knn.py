@@ -16,6 +16,7 @@ from . import _ext, reference
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 MAX_K_CUDA = 128
+MAX_D_CUDA = 16
 
 
 class KNN(NamedTuple):
@@ -164,12 +165,14 @@ def knn_points(
 
     Args:
         p1: (B, P1, D) query clouds; float16/bfloat16 (computed in float32), float32, float64.
-        p2: (B, P2, D) target clouds, same dtype and device as ``p1``.
+            A pytorch3d ``Pointclouds`` is accepted too (its padded points and lengths).
+        p2: (B, P2, D) target clouds, same dtype and device as ``p1`` (or a ``Pointclouds``).
         lengths1: (B,) integer, valid points per query cloud (default P1). Points past the length
-            are padding: their outputs are ``dist 0``, ``idx -1``.
+            are padding (they may hold anything, NaN included): their outputs are ``dist 0``,
+            ``idx -1``.
         lengths2: (B,) integer, valid points per target cloud (default P2); padding is ignored.
-        K: number of neighbours, ``K >= 1`` (at most 128 on CUDA). When a cloud has fewer than
-            K valid targets, the missing slots are ``dist 0``, ``idx -1``.
+        K: number of neighbours, ``K >= 1`` (at most 128 on CUDA, where D is at most 16). When a
+            cloud has fewer than K valid targets, the missing slots are ``dist 0``, ``idx -1``.
         return_nn: also return the neighbours' coordinates.
 
     Returns:
@@ -179,29 +182,40 @@ def knn_points(
 
     Raises:
         ValueError: on a wrong rank, mismatched batch/D/dtype/device, an integer dtype, lengths
-            out of range, ``K < 1``, or NaN/inf in a valid point (checked in eager mode).
+            out of range, ``K < 1``, or NaN/inf in a valid point (checked in eager mode; under
+            ``torch.compile`` the CPU kernel still checks, the CUDA kernel does not).
     """
-    validate_clouds(p1, p2)
+    return knn_points_named(p1, p2, lengths1, lengths2, K, return_nn)
+
+
+def knn_points_named(
+    p1, p2, lengths1, lengths2, K, return_nn=False, names=("p1", "p2", "lengths1", "lengths2")
+) -> KNN:
+    """:func:`knn_points` whose error messages use the caller's argument ``names``."""
+    from .interop import as_padded
+
+    p1, lengths1 = as_padded(p1, lengths1, name=names[0])
+    p2, lengths2 = as_padded(p2, lengths2, name=names[1])
+    validate_clouds(p1, p2, names[0], names[1])
     if isinstance(K, bool) or not isinstance(K, int) or K < 1:
         raise ValueError(f"K must be an int >= 1, got {K!r}")
-    B, P1, _ = p1.shape
+    B, P1, D = p1.shape
     P2 = p2.shape[1]
-    lengths1 = _check_lengths("lengths1", lengths1, B, P1, p1.device)
-    lengths2 = _check_lengths("lengths2", lengths2, B, P2, p1.device)
+    lengths1 = _check_lengths(names[2], lengths1, B, P1, p1.device)
+    lengths2 = _check_lengths(names[3], lengths2, B, P2, p1.device)
     compute = torch.float32 if p1.dtype in (torch.float16, torch.bfloat16) else p1.dtype
     a = p1.to(compute).contiguous()
     b = p2.to(compute).contiguous()
     device = p1.device.type
     if device == "cuda" and K > MAX_K_CUDA:
         raise ValueError(f"K must be <= {MAX_K_CUDA} on CUDA, got {K}")
+    if device == "cuda" and D > MAX_D_CUDA:
+        raise ValueError(f"D must be <= {MAX_D_CUDA} on CUDA, got {D}")
+    _check_finite(names[0], a, lengths1)
+    _check_finite(names[1], b, lengths2)
     if _compiled_for(device):
-        if device != "cpu":  # the CPU kernel checks finiteness itself, on every path
-            _check_finite("p1", a, lengths1)
-            _check_finite("p2", b, lengths2)
         dists, idx = torch.ops.crfold.knn_forward(a, b, lengths1, lengths2, K)
     else:
-        _check_finite("p1", a, lengths1)
-        _check_finite("p2", b, lengths2)
         dists, idx = reference.knn_points_reference(a, b, lengths1, lengths2, K)
     dists = dists.to(p1.dtype)
     nn = reference.gather_points(p2, idx) if return_nn else None

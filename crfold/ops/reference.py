@@ -74,7 +74,8 @@ def gather_points(points: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     if points.shape[1] == 0:
         return points.new_zeros(B, P1, K, D)
     out = points.gather(1, flat).reshape(B, P1, K, D)
-    return out * valid.unsqueeze(-1).to(out.dtype)
+    # where, not a product: padding may hold NaN, which must not leak into the result.
+    return torch.where(valid.unsqueeze(-1), out, torch.zeros_like(out))
 
 
 def knn_dists_from_indices(p1: torch.Tensor, p2: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
@@ -86,8 +87,10 @@ def knn_dists_from_indices(p1: torch.Tensor, p2: torch.Tensor, idx: torch.Tensor
         (B, P1, K) with the dtype of ``p1``.
     """
     nn = gather_points(p2, idx)  # (B, P1, K, D)
-    d = ((p1.unsqueeze(2) - nn) ** 2).sum(-1)
-    return d * (idx >= 0).to(d.dtype)
+    valid = (idx >= 0).unsqueeze(-1)
+    # Mask the difference before squaring: a NaN padded query gives 0 and a 0 gradient.
+    diff = torch.where(valid, p1.unsqueeze(2) - nn, torch.zeros_like(nn))
+    return (diff**2).sum(-1)
 
 
 def knn_points_reference(

@@ -141,12 +141,13 @@ void kdtree_forward(const at::Tensor& p1, const at::Tensor& p2, const int64_t* l
   T* od = dists.data_ptr<T>();
   int64_t* oi = idx.data_ptr<int64_t>();
   std::vector<KdTree<T>> trees(B);
-  at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
+  const int64_t build_grain = std::max<int64_t>(1, (int64_t(1) << 16) / std::max<int64_t>(P2, 1));
+  at::parallel_for(0, B, build_grain, [&](int64_t begin, int64_t end) {
     for (int64_t b = begin; b < end; ++b) {
       if (l2[b] > 0) trees[b].build(x2 + b * P2 * D, l2[b], D);
     }
   });
-  at::parallel_for(0, B * P1, 64, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, B * P1, 256, [&](int64_t begin, int64_t end) {
     for (int64_t w = begin; w < end; ++w) {
       const int64_t b = w / P1;
       if (w % P1 >= l1[b] || l2[b] == 0) continue;

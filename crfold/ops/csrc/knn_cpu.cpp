@@ -15,13 +15,16 @@
 namespace crfold {
 namespace {
 
-constexpr int64_t kQueryBlock = 32;    // queries per parallel work item
+constexpr int64_t kQueryBlock = 32;  // queries per parallel work item
 // Valid targets from which the kd-tree beats the brute force (measured on 2 AVX-512 cores:
 // benchmarks/bench_knn_threshold.py); CRFOLD_KDTREE_MIN overrides both for experiments.
 constexpr int64_t kKdTreeMinK1 = 12288;
 constexpr int64_t kKdTreeMinKn = 256;
 constexpr int kKdTreeMaxD = 8;
 constexpr int kQueries = 4;  // queries sharing each loaded target vector (K = 1)
+// Work below this many (query, target) pairs runs on the calling thread: starting a parallel
+// region costs more than it saves for small clouds, and far more when the cores are busy.
+constexpr int64_t kMinPairsPerTask = int64_t(1) << 20;
 
 int64_t divup(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -210,7 +213,9 @@ void forward_brute(const at::Tensor& p1, const at::Tensor& p2, const int64_t* l1
   T* od = dists.data_ptr<T>();
   int64_t* oi = idx.data_ptr<int64_t>();
   const int64_t nblocks = divup(P1, kQueryBlock);
-  at::parallel_for(0, B * nblocks, 1, [&](int64_t begin, int64_t end) {
+  const int64_t grain =
+      std::max<int64_t>(1, kMinPairsPerTask / (kQueryBlock * std::max<int64_t>(P2, 1)));
+  at::parallel_for(0, B * nblocks, grain, [&](int64_t begin, int64_t end) {
     for (int64_t w = begin; w < end; ++w) {
       const int64_t b = w / nblocks;
       const int64_t i0 = (w % nblocks) * kQueryBlock;
@@ -269,7 +274,8 @@ void backward_impl(const at::Tensor& grad, const at::Tensor& p1, const at::Tenso
   T* o1 = g1.data_ptr<T>();
   T* o2 = g2.data_ptr<T>();
   // grad p1: each query owns its row, summed over k in order.
-  at::parallel_for(0, B * P1, 256, [&](int64_t begin, int64_t end) {
+  const int64_t grain = std::max<int64_t>(256, kMinPairsPerTask / 64 / std::max<int64_t>(K * D, 1));
+  at::parallel_for(0, B * P1, grain, [&](int64_t begin, int64_t end) {
     for (int64_t w = begin; w < end; ++w) {
       const int64_t b = w / P1;
       if (w % P1 >= l1[b]) continue;
@@ -285,10 +291,11 @@ void backward_impl(const at::Tensor& grad, const at::Tensor& p1, const at::Tenso
   });
   // grad p2: a work item owns a range of targets and adds its contributions in query order, so
   // every target's sum has one fixed order, whatever the number of threads (no atomics).
+  const bool small = B * P1 * K * D < grain;
   const int64_t chunks =
-      std::max<int64_t>(1, std::min<int64_t>(P2, divup(2 * at::get_num_threads(), B)));
+      small ? 1 : std::max<int64_t>(1, std::min<int64_t>(P2, divup(2 * at::get_num_threads(), B)));
   const int64_t len = divup(std::max<int64_t>(P2, 1), chunks);
-  at::parallel_for(0, B * chunks, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, B * chunks, small ? B * chunks : 1, [&](int64_t begin, int64_t end) {
     for (int64_t w = begin; w < end; ++w) {
       const int64_t b = w / chunks;
       const int64_t j0 = (w % chunks) * len, j1 = std::min(P2, j0 + len);
