@@ -70,7 +70,6 @@ def _register_autograd() -> None:
     _registered = True
 
 
-@torch.compiler.assume_constant_result
 def _compiled_for(device_type: str) -> bool:
     """Whether the compiled op serves tensors on ``device_type`` (builds it on first call)."""
     global _warned
@@ -88,6 +87,12 @@ def _compiled_for(device_type: str) -> bool:
         )
         _warned = True
     return False
+
+
+# What torch.compiler.assume_constant_result(_compiled_for) does (dynamo evaluates the function
+# once at trace time), set directly because importing torch._dynamo for the decorator costs
+# seconds on every `import crfold.ops`; tests/ops/test_compile.py checks that tracing works.
+_compiled_for._dynamo_marked_constant = True
 
 
 def backend() -> str:
