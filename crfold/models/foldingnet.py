@@ -133,8 +133,21 @@ def graph_max_pool(features: torch.Tensor, neighbours: torch.Tensor) -> torch.Te
     Returns:
         (B, N, C): ``out[b, i] = max(features[b, i], max_j features[b, neighbours[b, i, j]])``.
     """
-    pooled = _gather_points(features, neighbours).amax(dim=2)  # (B, N, C)
-    return torch.maximum(features, pooled)
+    # Find each channel's winner without autograd, one neighbour column at a time, then gather the
+    # winners: memory stays O(B N C) in forward and backward instead of O(B N k C) (the dense
+    # (B, N, k, C) gather + amax made the pool a quarter of a training step). Ties keep the point
+    # itself, then the earlier neighbour, so the gradient goes to one winner, deterministically.
+    B, N, C = features.shape
+    with torch.no_grad():
+        best = features.detach()
+        win = torch.arange(N, device=features.device).view(1, N, 1).expand(B, N, C)
+        for j in range(neighbours.shape[2]):
+            idx = neighbours[:, :, j, None].expand(B, N, C)  # (B, N, C)
+            cand = features.detach().gather(1, idx)
+            better = cand > best
+            best = torch.where(better, cand, best)
+            win = torch.where(better, idx, win)
+    return features.gather(1, win)
 
 
 class FoldingNetEncoder(nn.Module):
