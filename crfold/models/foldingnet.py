@@ -133,20 +133,16 @@ def graph_max_pool(features: torch.Tensor, neighbours: torch.Tensor) -> torch.Te
     Returns:
         (B, N, C): ``out[b, i] = max(features[b, i], max_j features[b, neighbours[b, i, j]])``.
     """
-    # Find each channel's winner without autograd, one neighbour column at a time, then gather the
-    # winners: memory stays O(B N C) in forward and backward instead of O(B N k C) (the dense
-    # (B, N, k, C) gather + amax made the pool a quarter of a training step). Ties keep the point
-    # itself, then the earlier neighbour, so the gradient goes to one winner, deterministically.
+    # Find each channel's winner without autograd, then gather only the winners: the backward is
+    # an O(B N C) scatter instead of the O(B N k C) one of a differentiable (B, N, k, C) gather +
+    # amax, which made the pool a quarter of a training step. max() returns the first maximal
+    # index and the point itself comes first, so ties send the gradient to one winner.
     B, N, C = features.shape
     with torch.no_grad():
-        best = features.detach()
-        win = torch.arange(N, device=features.device).view(1, N, 1).expand(B, N, C)
-        for j in range(neighbours.shape[2]):
-            idx = neighbours[:, :, j, None].expand(B, N, C)  # (B, N, C)
-            cand = features.detach().gather(1, idx)
-            better = cand > best
-            best = torch.where(better, cand, best)
-            win = torch.where(better, idx, win)
+        own = torch.arange(N, device=features.device).view(1, N, 1).expand(B, N, 1)
+        cand = torch.cat([own, neighbours], dim=2)  # (B, N, k + 1)
+        arg = _gather_points(features.detach(), cand).argmax(dim=2)  # (B, N, C) into k + 1
+        win = cand.gather(2, arg)  # (B, N, C) winning point per channel
     return features.gather(1, win)
 
 
