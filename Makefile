@@ -7,7 +7,7 @@ TORCH  ?= torch==2.13.0
 PY     := $(VENV)/bin/python
 NVCC   ?= nvcc
 
-.PHONY: venv test test-fast demo lint format cuda-check build clean
+.PHONY: venv test test-fast demo bench bench-train lint format cuda-check build clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,8 +27,14 @@ test: build
 test-fast: build
 	$(PY) -m pytest -q -m "not slow"
 
-demo: build
+demo: build  ## CR-FoldingNet on the embedded shapes, then the SVM / logistic probes
+	$(PY) scripts/demo.py
+
+bench: build  ## the kNN / Chamfer op against its peers (one table)
 	$(PY) benchmarks/bench_chamfer.py
+
+bench-train: build  ## training throughput: crfold vs a plain-PyTorch FoldingNet step
+	$(PY) benchmarks/bench_train.py
 
 lint: venv
 	$(VENV)/bin/ruff format --check .

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 import warnings
 from importlib.metadata import entry_points
+from pathlib import Path
 
 from . import __version__
 
@@ -26,9 +28,145 @@ def _cmd_backend(args: argparse.Namespace) -> int:
     return 0
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Shows defaults and keeps the epilog's line breaks (the list of config keys)."""
+
+
+def _error(command: str, exc: BaseException) -> int:
+    print(f"crfold {command}: error: {exc}", file=sys.stderr)
+    return 2
+
+
+def resolve_train_config(args: argparse.Namespace):
+    """The config of ``crfold train``: defaults (or, with --resume, the run's saved config),
+    then --config, then key=value overrides, then --run-dir."""
+    from .config import load_config, load_saved_config
+    from .train import CONFIG_FILE
+
+    overrides = list(args.overrides)
+    if args.run_dir is not None:
+        overrides.append(f"run_dir={args.run_dir}")
+    base = None
+    if args.resume:
+        run_dir = load_config(args.config, overrides).run_dir
+        if run_dir is None:
+            raise ValueError("--resume: name the run to continue with --run-dir DIR")
+        saved = Path(run_dir) / CONFIG_FILE
+        if saved.is_file():
+            base = load_saved_config(saved)
+    return load_config(args.config, overrides, base=base)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    try:
+        cfg = resolve_train_config(args)
+    except (ValueError, FileNotFoundError) as exc:
+        return _error("train", exc)
+    if args.print_config:
+        import yaml
+
+        print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
+        return 0
+    from .train import train
+
+    try:
+        summary = train(cfg, resume=args.resume, quiet=args.quiet)
+    except (ValueError, FileNotFoundError, FileExistsError) as exc:
+        return _error("train", exc)
+    if summary["status"] == "interrupted":
+        return 128 + int(summary["signal"] or 0)
+    return 0
+
+
+def _cmd_probe(args: argparse.Namespace) -> int:
+    from .evaluate import PROBE_FILE, probe_run
+
+    try:
+        res = probe_run(
+            args.run,
+            C=args.C,
+            standardize=args.standardize,
+            which=args.which,
+            batch_size=args.batch_size,
+            device=args.device,
+            progress=not args.quiet,
+        )
+    except (ValueError, FileNotFoundError) as exc:
+        return _error("probe", exc)
+    svm, logi = res["svm"], res["logistic"]
+    print(f"{args.run} ({args.which}.pt, step {res['step']}): codes of {res['train_split']} "
+          f"({svm['n_train']}) -> {res['test_split']} ({svm['n_test']}), C={svm['C']}, "
+          f"standardize={svm['standardize']}")  # fmt: skip
+    print(f"  {'probe':<10}{'accuracy':>10}{'mean class':>12}")
+    for name, r in (("linear SVM", svm), ("logistic", logi)):
+        note = "" if r["converged"] else "  (not converged)"
+        print(f"  {name:<10}{r['accuracy']:>10.4f}{r['mean_class_accuracy']:>12.4f}{note}")
+    print(f"  wrote {Path(args.run) / PROBE_FILE}")
+    return 0
+
+
 def _register_builtin(sub) -> None:
     p = sub.add_parser("backend", help="build (if needed) the kNN extension and print the backend")
     p.set_defaults(func=_cmd_backend)
+
+    from .config import describe_fields
+
+    p = sub.add_parser(
+        "train",
+        help="train FoldingNet (ae | vae | vae+aug | cr) from a config",
+        description=textwrap.fill(
+            "Train a FoldingNet auto-encoder / VAE / CR-VAE. The config is the defaults, then "
+            "--config FILE (a YAML mapping of the keys below), then KEY=VALUE overrides. With "
+            "--resume the run's saved config.yaml replaces the defaults. Under torchrun (python "
+            "-m torch.distributed.run --nproc_per_node N -m crfold train ...) it trains with DDP. "
+            "SIGINT/SIGTERM finish the current step, save last.pt and exit with status 128 + the "
+            "signal number.",
+            100,
+        ),
+        epilog="config keys (KEY=VALUE; lists as a,b or [a,b]; none for an optional key):\n"
+        + describe_fields(),
+        formatter_class=_HelpFormatter,
+    )
+    p.add_argument("--config", metavar="FILE", default=None, help="YAML file of config overrides")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --run-dir from its last.pt (its saved config is the base)",
+    )
+    p.add_argument(
+        "--run-dir", metavar="DIR", default=None, help="run directory (overrides run_dir)"
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser(
+        "probe",
+        help="linear-SVM and logistic probes on a run's codes",
+        description=textwrap.fill(
+            "Encode the run's train and test splits (posterior means, eval mode, no "
+            "augmentation), fit LinearSVC(random_state=0) and a logistic regression on the train "
+            "codes, score them on the test codes, and write RUN/probe.json.",
+            100,
+        ),
+        formatter_class=_HelpFormatter,
+    )
+    p.add_argument("run", metavar="RUN", help="run directory written by crfold train")
+    p.add_argument(
+        "--C", type=float, default=None, help="inverse regularization (None: the run's probe_C)"
+    )
+    p.add_argument(
+        "--standardize",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="standardize the codes first (None: the run's probe_standardize)",
+    )
+    p.add_argument("--which", choices=("best", "last"), default="best", help="checkpoint to use")
+    p.add_argument("--batch-size", type=int, default=64, help="clouds per forward pass")
+    p.add_argument("--device", default="cpu", help="device that encodes (cpu, cuda, cuda:N)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_probe)
 
 
 def _register_plugins(sub) -> None:

@@ -1,4 +1,14 @@
 """crfold_images: image VAEs (VAE, IWAE, beta-VAE, NVAE) with consistency regularization.
 
-Built on :mod:`crfold.consistency` and :mod:`crfold.metrics`; see the issues for the roadmap.
+Built on :mod:`crfold.consistency` (the CR objective) and :mod:`crfold.metrics` (MI, active
+units, IW-NLL, latent consistency, probes); nothing of those is re-implemented here.
+
+* :mod:`crfold_images.models` - WAE-style conv / MLP encoder-decoder, pixel likelihoods
+  (Bernoulli, Gaussian, discretized logistic), VAE / IWAE / beta-VAE objectives in the modes
+  base / +Aug / CR / triplet.
+* :mod:`crfold_images.transforms` - batched per-image random affine (rotate, translate, scale).
+* :mod:`crfold_images.data` - MNIST / Fashion-MNIST idx, the MNIST CSV, Omniglot zips and
+  chardata.mat, CIFAR-10 pickles and image trees, CelebA; the embedded default (digits).
+* :mod:`crfold_images.train`, :mod:`crfold_images.experiments` - one run; the paper's
+  Tables 1-6 (``python -m crfold_images.experiments table1 ...``).
 """

@@ -1,0 +1,343 @@
+"""The paper's image tables (§4.1, Tables 1-6) as runnable experiments.
+
+    python -m crfold_images.experiments table1 table3 --data mnist5k=../shared/data/mnist \\
+        --models vae --seeds 3 --epochs 10 --set width=0.25 --out results/images
+
+Each table trains its grid of cells x seeds (one :func:`crfold_images.train.train_run` per run
+directory), evaluates them (MI, AU, IW-NLL, probe accuracy, latent consistency) and writes
+``<out>/<table>.md`` (the paper's layout, mean ± std over seeds, then every metric of every
+cell), ``<table>.json``, ``<table>_bars.png`` (MI / AU / NLL bars) and ``<table>_samples.png``
+(prior samples and reconstructions of seed 0 of each cell).
+
+Grids (rows as in the paper; models: vae, iwae, beta0.5, beta10):
+
+* table1 / table2 / table3: every dataset x model x {base, +Aug, CR}; table1 reports MI and AU,
+  table2 the linear-probe accuracy, table3 the IW-NLL.
+* table4: VAE, and CR-VAE for lambda in {0.001, 0.01, 0.1, 1} (first dataset).
+* table5: CR-VAE with rotations only, translations only, scaling only, all (first dataset).
+* table6: VAE, VAE + augmentations, VAE + triplet loss, CR-VAE (first dataset).
+
+Run directories are ``<out>/runs/<dataset>/<cell>-<hash>/seed<k>``, the hash covering every
+training key but ``epochs``, so identical cells of different tables (table6's CR-VAE is table1's)
+train once; finished runs are skipped on rerun, unfinished ones resume, and a rerun with more
+``--epochs`` continues the finished runs from their last epoch (exactly as an uninterrupted run
+would have trained; fewer epochs than a run already has is an error).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from crfold.checkpoint import atomic_write_json
+from crfold_images.config import ImageConfig, describe_image_fields, load_image_config
+from crfold_images.report import bar_plot, markdown_table, mean_std, montage, write_text
+from crfold_images.train import RESULT_FILE, _training_keys, train_run
+
+__all__ = ["Cell", "TABLES", "build_grid", "main", "run_table"]
+
+TABLES = ("table1", "table2", "table3", "table4", "table5", "table6")
+MODELS = {  # name -> (row label, overrides)
+    "vae": ("VAE", {"objective": "vae", "beta": 1.0}),
+    "iwae": ("IWAE", {"objective": "iwae", "beta": 1.0}),
+    "beta0.5": ("β-VAE (0.5)", {"objective": "vae", "beta": 0.5}),
+    "beta10": ("β-VAE (10)", {"objective": "vae", "beta": 10.0}),
+}
+LAMBDAS = (0.001, 0.01, 0.1, 1.0)
+AUGMENTS = (("Rotations only", "rotate"), ("Translations only", "translate"),
+            ("Scaling only", "scale"), ("All", "all"))  # fmt: skip
+
+
+@dataclass
+class Cell:
+    """One row of a table on one dataset: a label and the config overrides that define it."""
+
+    label: str
+    dataset: str
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+def _mode_label(model: str, mode: str) -> str:
+    base = MODELS[model][0]
+    if mode == "base":
+        return base
+    if mode == "aug":
+        return f"{base} + Aug"
+    if model.startswith("beta"):
+        return base.replace("β-VAE", "β-CR-VAE")
+    return f"CR-{base}"
+
+
+def build_grid(table: str, datasets: list[str], models: list[str]) -> list[Cell]:
+    """The cells of ``table``: tables 1-3 on every dataset, tables 4-6 on the first."""
+    if table not in TABLES:
+        raise ValueError(f"table must be one of {TABLES}, got {table!r}")
+    unknown = [m for m in models if m not in MODELS]
+    if unknown:
+        raise ValueError(f"models must be among {tuple(MODELS)}, got {unknown}")
+    if table in ("table1", "table2", "table3"):
+        return [
+            Cell(_mode_label(m, mode), ds, {**MODELS[m][1], "mode": mode})
+            for ds in datasets
+            for m in models
+            for mode in ("base", "aug", "cr")
+        ]
+    ds, vae = datasets[0], MODELS["vae"][1]
+    if table == "table4":
+        return [Cell("VAE", ds, {**vae, "mode": "base"})] + [
+            Cell(f"CR-VAE λ={lam:g}", ds, {**vae, "mode": "cr", "lam": lam}) for lam in LAMBDAS
+        ]
+    if table == "table5":
+        return [Cell(label, ds, {**vae, "mode": "cr", "augment": a}) for label, a in AUGMENTS]
+    return [
+        Cell("VAE", ds, {**vae, "mode": "base"}),
+        Cell("VAE + augmentations", ds, {**vae, "mode": "aug"}),
+        Cell("VAE + triplet loss", ds, {**vae, "mode": "triplet"}),
+        Cell("CR-VAE", ds, {**vae, "mode": "cr"}),
+    ]
+
+
+def cell_config(base: ImageConfig, cell: Cell, roots: dict[str, str], seed: int) -> ImageConfig:
+    """The run config of ``cell`` at ``seed``: the base config with the cell's overrides."""
+    return base.replace(
+        dataset=cell.dataset, data_root=roots.get(cell.dataset, ""), seed=seed, **cell.overrides
+    )
+
+
+def run_dir_of(out: Path, cfg: ImageConfig) -> Path:
+    """``<out>/runs/<dataset>/<objective>-b<beta>-<mode>-<hash>/seed<k>``."""
+    keys = _training_keys(cfg.to_dict())
+    keys.pop("seed")
+    keys.pop("data_root")  # the same data moved elsewhere is the same run
+    keys.pop("epochs")  # a larger --epochs extends a finished run (resumed exactly)
+    digest = hashlib.sha1(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:8]
+    slug = f"{cfg.objective}-b{cfg.beta:g}-{cfg.mode}-{digest}"
+    return out / "runs" / cfg.dataset / slug / f"seed{cfg.seed}"
+
+
+def _train_one(cfg_dict: dict[str, Any], run_dir: str) -> dict[str, Any] | None:
+    """Worker of ``--jobs N``: one run in its own process (quiet)."""
+    return train_run(ImageConfig.from_dict(cfg_dict), run_dir, quiet=True)
+
+
+def _collect(out: Path, cells: list[Cell], base: ImageConfig, roots, seeds, quiet: bool, jobs: int):
+    """Train / load every run of the grid; {cell index: [result per seed]} and the run dirs.
+
+    With ``jobs > 1`` the unfinished runs train in that many processes at once (each with
+    ``threads`` torch threads, default ``cpu_count // jobs``).
+    """
+    plan = []  # (cell index, config, run dir)
+    for i, cell in enumerate(cells):
+        for seed in seeds:
+            cfg = cell_config(base, cell, roots, seed)
+            plan.append((i, cfg, run_dir_of(out, cfg)))
+    todo = [p for p in plan if not (p[2] / RESULT_FILE).is_file()]
+    todo.sort(key=lambda p: p[1].mode == "base")  # paired modes cost ~2x: start them first
+    if not quiet:
+        print(f"{len(plan)} runs, {len(plan) - len(todo)} already finished, {len(todo)} to train")
+    if jobs > 1 and len(todo) > 1:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        threads = base.threads or max(1, (os.cpu_count() or 1) // jobs)
+        ctx = mp.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+            futures = {
+                pool.submit(_train_one, cfg.replace(threads=threads).to_dict(), str(rd)): rd
+                for _, cfg, rd in todo
+            }
+            for n, fut in enumerate(as_completed(futures), start=1):
+                if fut.result() is None:
+                    raise KeyboardInterrupt(f"interrupted during {futures[fut]}; rerun to resume")
+                if not quiet:
+                    print(f"[{n}/{len(todo)}] finished {futures[fut]}", flush=True)
+    results: dict[int, list[dict[str, Any]]] = {}
+    dirs: dict[int, list[Path]] = {}
+    for n, (i, cfg, rd) in enumerate(plan, start=1):
+        if not quiet and not (rd / RESULT_FILE).is_file():
+            print(f"[{n}/{len(plan)}] {cells[i].dataset} {cells[i].label} seed {cfg.seed}: {rd}")
+        result = train_run(cfg, rd, quiet=quiet)  # loads a finished run's result.json
+        if result is None:  # interrupted by a signal: stop the whole grid
+            raise KeyboardInterrupt(f"interrupted during {rd}; rerun to resume")
+        results.setdefault(i, []).append(result)
+        dirs.setdefault(i, []).append(rd)
+    return results, dirs
+
+
+def _metric(results: list[dict[str, Any]], key: str) -> list[float]:
+    return [r[key] for r in results if r.get(key) is not None]
+
+
+def _main_table(table: str, cells: list[Cell], results) -> str:
+    """The paper's layout of ``table``."""
+    datasets = list(dict.fromkeys(c.dataset for c in cells))
+    if table in ("table1", "table2", "table3"):
+        labels = list(dict.fromkeys(c.label for c in cells))
+        cols = {"table1": [("MI", "mi", 1, 1.0), ("AU", "au", 1, 1.0)],
+                "table2": [("Acc. %", "probe_accuracy", 1, 100.0)],
+                "table3": [("NLL", "iw_nll", 1, 1.0)]}[table]  # fmt: skip
+        header = ["Method"] + [f"{ds} {name}" for ds in datasets for name, *_ in cols]
+        rows = []
+        for label in labels:
+            row = [label]
+            for ds in datasets:
+                idx = next(i for i, c in enumerate(cells) if c.label == label and c.dataset == ds)
+                for _, key, digits, scale in cols:
+                    row.append(mean_std(_metric(results[idx], key), digits, scale))
+            rows.append(row)
+        return markdown_table(header, rows)
+    first = {"table4": "Method", "table5": "Augmentation", "table6": "Method"}[table]
+    header = [first, "MI", "AU", "NLL"]
+    rows = [
+        [c.label, mean_std(_metric(results[i], "mi")), mean_std(_metric(results[i], "au")),
+         mean_std(_metric(results[i], "iw_nll"))]
+        for i, c in enumerate(cells)
+    ]  # fmt: skip
+    return markdown_table(header, rows)
+
+
+DETAIL_COLUMNS = (
+    ("MI", "mi", 2, 1.0),
+    ("AU", "au", 1, 1.0),
+    ("IW-NLL", "iw_nll", 2, 1.0),
+    ("-ELBO", "neg_elbo", 2, 1.0),
+    ("probe %", "probe_accuracy", 1, 100.0),
+    ("KL cons.", "consistency_kl", 2, 1.0),
+    ("rel. mu shift", "consistency_relative", 3, 1.0),
+    ("train s", "train_seconds", 0, 1.0),
+)
+
+
+def run_table(
+    table: str,
+    out: Path,
+    base: ImageConfig,
+    datasets: list[str],
+    roots: dict[str, str],
+    models: list[str],
+    seeds: list[int],
+    command: str = "",
+    quiet: bool = False,
+    jobs: int = 1,
+) -> dict[str, Any]:
+    """Train and evaluate the grid of ``table``; write its markdown, JSON and plots.
+
+    Returns:
+        ``{"table", "cells": [{"label", "dataset", "overrides", "results": [per seed]}]}``.
+    """
+    cells = build_grid(table, datasets, models)
+    results, dirs = _collect(out, cells, base, roots, seeds, quiet, jobs)
+    summary = {
+        "table": table,
+        "base_config": base.to_dict(),
+        "seeds": seeds,
+        "cells": [
+            {"label": c.label, "dataset": c.dataset, "overrides": c.overrides,
+             "run_dirs": [str(d) for d in dirs[i]], "results": results[i]}
+            for i, c in enumerate(cells)
+        ],
+    }  # fmt: skip
+    atomic_write_json(out / f"{table}.json", summary)
+    tags = [f"{c.dataset}: {c.label}" if len(datasets) > 1 else c.label for c in cells]
+    bar_plot(
+        out / f"{table}_bars.png", tags,
+        {"MI (nats)": [_metric(results[i], "mi") for i in range(len(cells))],
+         "AU": [_metric(results[i], "au") for i in range(len(cells))],
+         "NLL (nats)": [_metric(results[i], "iw_nll") for i in range(len(cells))]},
+        title=f"{table}: mean ± std over {len(seeds)} seed(s)",
+    )  # fmt: skip
+    pictures = []
+    for i, tag in enumerate(tags):
+        pictures += [(f"{tag}: samples", dirs[i][0] / "samples.png")]
+        pictures += [(f"{tag}: x / recon", dirs[i][0] / "recon.png")]
+    montage(out / f"{table}_samples.png", pictures, title=f"{table}, seed {seeds[0]}")
+    r0 = results[0][0]
+    detail_rows = [
+        [tag] + [mean_std(_metric(results[i], key), d, s) for _, key, d, s in DETAIL_COLUMNS]
+        for i, tag in enumerate(tags)
+    ]
+    text = [
+        f"# {table} (crfold_images)\n",
+        f"Command: `{command}`\n" if command else "",
+        f"Budget: {base.epochs} epochs, batch {base.batch_size}, Adam lr {base.lr:g}, "
+        f"arch {base.arch} width {base.width:g}, latent {base.latent_dim}, "
+        f"{r0['n_train']} training images, seeds {seeds}; IW-NLL with S = {r0['iw_samples']} "
+        f"on {r0['iw_images']} test images; MI minibatch B = {r0['mi_batch_size']} "
+        f"(MI <= log B = {math.log(r0['mi_batch_size']):.2f} nats); AU threshold "
+        f"{r0['au_threshold']}; probe: logistic regression on mu. "
+        "Values: mean ± std over seeds.\n",
+        _main_table(table, cells, results),
+        "\n## Every metric\n\n",
+        markdown_table(["Cell"] + [name for name, *_ in DETAIL_COLUMNS], detail_rows),
+        f"\nPlots: `{table}_bars.png`, `{table}_samples.png`. Runs: `runs/`.\n",
+    ]
+    write_text(out / f"{table}.md", "".join(text))
+    return summary
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m crfold_images.experiments",
+        description="Train and evaluate the paper's image tables (Tables 1-6 of CR-VAE).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("tables", nargs="+", choices=TABLES, help="the tables to run")
+    p.add_argument("--out", default="runs/images", help="output directory")
+    p.add_argument("--data", action="append", default=[], metavar="NAME[=ROOT]",
+                   help="dataset and its root, repeatable (default: the config's dataset, "
+                        "digits: embedded)")  # fmt: skip
+    p.add_argument("--models", default="vae,iwae,beta0.5,beta10",
+                   help="models of tables 1-3, comma-separated: " + ",".join(MODELS))  # fmt: skip
+    p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per cell")
+    p.add_argument("--config", default=None, help="YAML file of ImageConfig overrides")
+    p.add_argument("--epochs", type=int, default=None, help="epochs (default: config's, 100)")
+    p.add_argument("--max-train", type=int, default=None, help="cap on training images")
+    p.add_argument("--width", type=float, default=None, help="channel multiplier of the nets")
+    p.add_argument("--eval-samples", type=int, default=None, help="IW-NLL samples S")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="any ImageConfig key (see --help-config), repeatable")  # fmt: skip
+    p.add_argument("--jobs", type=int, default=1, help="runs trained at once, in processes")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or per-run lines")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if "--help-config" in argv:
+        print("ImageConfig keys (--set KEY=VALUE):\n" + describe_image_fields())
+        return 0
+    args = build_parser().parse_args(argv)
+    overrides = list(args.set)
+    for key, value in (("epochs", args.epochs), ("max_train", args.max_train),
+                       ("width", args.width), ("eval_samples", args.eval_samples)):  # fmt: skip
+        if value is not None:
+            overrides.append(f"{key}={value}")
+    base = load_image_config(args.config, overrides)
+    roots: dict[str, str] = {}
+    datasets = []
+    for spec in args.data or [base.dataset]:
+        name, sep, root = spec.partition("=")
+        datasets.append(name)
+        roots[name] = root if sep else (base.data_root if name == base.dataset else "")
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    out = Path(args.out)
+    command = "python -m crfold_images.experiments " + " ".join(argv)
+    t0 = time.perf_counter()
+    for table in dict.fromkeys(args.tables):
+        run_table(table, out, base, datasets, roots, models, list(range(args.seeds)),
+                  command=command, quiet=args.quiet, jobs=args.jobs)  # fmt: skip
+        print(f"{table}: wrote {out / (table + '.md')}")
+    print(f"done in {time.perf_counter() - t0:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
