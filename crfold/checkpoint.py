@@ -195,9 +195,9 @@ def set_rng_state(state: dict[str, Any]) -> None:
     if cuda and torch.cuda.is_available() and torch.cuda.device_count() == len(cuda):
         torch.cuda.set_rng_state_all([s.cpu() for s in cuda])
     py = state["python"]
-    internal = tuple(int(v) for v in py["internal"].tolist())
+    internal = tuple(int(v) for v in py["internal"].cpu().tolist())
     random.setstate((py["version"], internal, py["gauss_next"]))
     npy = state["numpy"]
-    keys = npy["keys"].numpy().astype(np.uint32)
+    keys = npy["keys"].cpu().numpy().astype(np.uint32)
     legacy = (npy["name"], keys, npy["pos"], npy["has_gauss"], npy["cached_gaussian"])
     np.random.set_state(legacy)  # noqa: NPY002 - the global state is what is being restored

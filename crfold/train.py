@@ -154,6 +154,15 @@ class Trainer:
                 f"--resume: last.pt stopped inside an epoch with {state['world_size']} processes; "
                 f"resume it with the same number, not {self.info.world_size}"
             )
+        if state["batch_in_epoch"]:  # the skipped samples must be the ones already trained on
+            saved = state.get("config") or {}
+            now = self.cfg.to_dict()
+            for key in ("batch_size", "seed", "data", "data_seed", "num_points", "train_split"):
+                if key in saved and saved[key] != now.get(key):
+                    raise ValueError(
+                        f"--resume: last.pt stopped inside an epoch with {key}={saved[key]!r}; "
+                        f"resuming it with {key}={now.get(key)!r} would train on other samples"
+                    )
         try:
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])

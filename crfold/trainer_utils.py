@@ -282,6 +282,14 @@ def shard_loader(dataset: PointCloudSet, batch_size: int, info: DistInfo) -> Dat
 
 
 # --------------------------------------------------------------------------- logging
+def _kept(line: str, resume_step: int) -> bool:
+    """A metrics.jsonl line to keep on resume: whole (a kill may tear the last one), not later."""
+    try:
+        return bool(line.strip()) and json.loads(line).get("step", 0) <= resume_step
+    except json.JSONDecodeError:
+        return False
+
+
 class RunLog:
     """``metrics.jsonl`` (one JSON object a line) and TensorBoard scalars; a no-op off rank 0.
 
@@ -299,11 +307,7 @@ class RunLog:
         if not enabled:
             return
         if resume_step is not None and self.path.exists():
-            kept = [
-                line
-                for line in self.path.read_text().splitlines()
-                if line.strip() and json.loads(line).get("step", 0) <= resume_step
-            ]
+            kept = [line for line in self.path.read_text().splitlines() if _kept(line, resume_step)]
             atomic_write_text(self.path, "".join(f"{line}\n" for line in kept))
         from torch.utils.tensorboard import SummaryWriter
 

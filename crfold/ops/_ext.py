@@ -41,7 +41,7 @@ def _want_cuda() -> bool:
 
 
 def _cflags() -> list[str]:
-    flags = ["-O3", "-std=c++17", "-fno-math-errno", "-ffp-contract=off", "-fopenmp"]
+    flags = ["-O3", "-fno-math-errno", "-ffp-contract=off", "-fopenmp"]
     # The extension is built on the machine that runs it, so it may use that CPU's vector units;
     # CRFOLD_NATIVE=0 builds portable code (e.g. for a cache shared by different CPUs).
     if os.environ.get("CRFOLD_NATIVE", "1") != "0" and platform.machine() in ("x86_64", "AMD64"):
@@ -85,9 +85,38 @@ def _missing_tools(cuda: bool) -> list[str]:
     inc = Path(torch.__file__).parent / "include" / "torch" / "extension.h"
     if not inc.exists():
         missing.append(f"torch C++ headers ({inc} is absent)")
-    if cuda and shutil.which("nvcc") is None:
-        missing.append("nvcc (CUDA toolkit) for the CUDA kernels")
     return missing
+
+
+def _nvcc_missing() -> str | None:
+    from torch.utils.cpp_extension import CUDA_HOME
+
+    nvcc = Path(CUDA_HOME or "", "bin", "nvcc")
+    return None if nvcc.exists() else f"nvcc ({nvcc} is absent)"
+
+
+def _build(cuda: bool, verbose: bool) -> str | None:
+    """Compile (or load the cached) extension; the error text on failure, else None."""
+    from torch.utils.cpp_extension import load as cpp_load
+
+    names = CPU_SOURCES + (CUDA_SOURCES if cuda else [])
+    sources = [CSRC / n for n in names]
+    cflags = _cflags() + (["-DWITH_CUDA"] if cuda else [])
+    build_dir = _build_dir(sources, cflags, cuda)
+    try:
+        cpp_load(
+            name="crfold_knn_cuda" if cuda else "crfold_knn",
+            sources=[str(src) for src in sources],
+            extra_cflags=cflags,
+            extra_cuda_cflags=["-O3", "--fmad=false", "-DWITH_CUDA"],
+            extra_ldflags=["-fopenmp"],
+            build_directory=str(build_dir),
+            is_python_module=False,
+            verbose=verbose,
+        )
+    except Exception as exc:  # noqa: BLE001 - any build failure means "fall back"
+        return f"building the kNN extension in {build_dir} failed: {exc}"
+    return None
 
 
 def load(verbose: bool = False) -> bool:
@@ -108,27 +137,23 @@ def load(verbose: bool = False) -> bool:
             build_error = "cannot build the kNN extension, missing: " + "; ".join(missing)
             _loaded = False
             return False
-        from torch.utils.cpp_extension import load as cpp_load
-
-        names = CPU_SOURCES + (CUDA_SOURCES if cuda else [])
-        sources = [CSRC / n for n in names]
-        cflags = _cflags() + (["-DWITH_CUDA"] if cuda else [])
-        build_dir = _build_dir(sources, cflags, cuda)
-        try:
-            cpp_load(
-                name="crfold_knn",
-                sources=[str(s) for s in sources],
-                extra_cflags=cflags,
-                extra_cuda_cflags=["-O3", "-std=c++17", "-DWITH_CUDA"],
-                extra_ldflags=["-fopenmp"],
-                build_directory=str(build_dir),
-                is_python_module=False,
-                verbose=verbose,
-            )
-        except Exception as exc:  # noqa: BLE001 - any build failure means "use the reference"
-            build_error = f"building the kNN extension in {build_dir} failed: {exc}"
-            _loaded = False
-            return False
+        cuda_error = _nvcc_missing() if cuda else None
+        if cuda_error is None and cuda:
+            cuda_error = _build(cuda=True, verbose=verbose)
+        if cuda and cuda_error is not None:  # the CPU kernels still serve CPU tensors
+            cuda = False
+            cpu_error = _build(cuda=False, verbose=verbose)
+            if cpu_error is not None:
+                build_error = cpu_error
+                _loaded = False
+                return False
+            build_error = f"CUDA kernels unavailable: {cuda_error}"
+        elif not cuda:
+            cpu_error = _build(cuda=False, verbose=verbose)
+            if cpu_error is not None:
+                build_error = cpu_error
+                _loaded = False
+                return False
         with_cuda = cuda
         _loaded = True
         return True

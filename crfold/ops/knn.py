@@ -79,7 +79,7 @@ def _compiled_for(device_type: str) -> bool:
         if device_type == "cpu" or (device_type == "cuda" and _ext.with_cuda):
             return True
     if not _warned:
-        why = _ext.build_error if not ok else f"the extension was built without {device_type}"
+        why = _ext.build_error or f"the extension was built without {device_type}"
         warnings.warn(
             f"crfold.ops: using the slow pure-torch reference kNN ({why})",
             RuntimeWarning,

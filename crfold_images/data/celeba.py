@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from crfold.checkpoint import atomic_write_text
+
 __all__ = ["CelebAFolder", "read_partition"]
 
 SPLITS = {"train": 0, "val": 1, "test": 2}
@@ -119,7 +121,11 @@ class CelebAFolder:
         params = {"files": len(self.files), "first": self.files[0], "last": self.files[-1]}
         params.update(size=self.size, crop=self.crop, source=str(self.image_dir))
         meta, data = stem.with_suffix(".json"), stem.with_suffix(".npy")
-        if meta.is_file() and data.is_file() and json.loads(meta.read_text()) == params:
+        try:
+            fresh = meta.is_file() and data.is_file() and json.loads(meta.read_text()) == params
+        except json.JSONDecodeError:  # a torn metadata file: rebuild the cache
+            fresh = False
+        if fresh:
             return np.load(data, mmap_mode="r")
         cache_dir.mkdir(parents=True, exist_ok=True)
         tmp = stem.with_suffix(".tmp.npy")
@@ -130,7 +136,7 @@ class CelebAFolder:
         arr.flush()
         del arr
         os.replace(tmp, data)
-        meta.write_text(json.dumps(params))
+        atomic_write_text(meta, json.dumps(params))
         return np.load(data, mmap_mode="r")
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:

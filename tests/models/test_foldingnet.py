@@ -8,6 +8,7 @@ import torch
 
 from crfold.models import (
     AE_LOGVAR,
+    DEFAULT_OBS_SCALE,
     MODES,
     FoldingNetVAE,
     Posterior,
@@ -302,4 +303,4 @@ def test_reconstruction_nll_formula_and_obs_scale_scaling():
     torch.testing.assert_close(reconstruction_nll(recon, x, obs_scale=0.05), 4.0 * nll)
     model = FoldingNetVAE(obs_scale=0.1, **SMALL)
     torch.testing.assert_close(model.reconstruction_nll(recon, x), nll)
-    assert FoldingNetVAE(**SMALL).obs_scale == 0.05
+    assert FoldingNetVAE(**SMALL).obs_scale == DEFAULT_OBS_SCALE == 0.1

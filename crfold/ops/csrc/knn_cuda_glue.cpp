@@ -27,6 +27,9 @@ std::tuple<at::Tensor, at::Tensor> knn_forward_cuda(const at::Tensor& p1_in,
   check_knn_inputs(p1_in, p2_in, lengths1, lengths2, K);
   TORCH_CHECK_VALUE(p1_in.size(2) <= cuda::kMaxD, "D must be <= ", cuda::kMaxD, " on CUDA");
   TORCH_CHECK_VALUE(K <= cuda::kMaxK, "K must be <= ", cuda::kMaxK, " on CUDA");
+  TORCH_CHECK_VALUE(p1_in.size(0) <= 65535, "B must be <= 65535 on CUDA (grid z limit)");
+  TORCH_CHECK_VALUE(lengths1.device() == p1_in.device() && lengths2.device() == p1_in.device(),
+                    "lengths1 and lengths2 must be on the device of p1");
   const c10::cuda::CUDAGuard guard(p1_in.device());
   const at::Tensor p1 = p1_in.contiguous(), p2 = p2_in.contiguous();
   const at::Tensor l1 = lengths1.contiguous(), l2 = lengths2.contiguous();
@@ -84,7 +87,10 @@ std::tuple<at::Tensor, at::Tensor> knn_backward_cuda(const at::Tensor& grad_dist
     const at::Tensor j = idx.clamp_min(0);
     const at::Tensor bidx = at::arange(B, idx.options()).view({B, 1, 1}).expand_as(idx);
     const at::Tensor nn = p2.index({bidx, j});  // (B, P1, K, D)
-    const at::Tensor c = (grad * valid).unsqueeze(-1) * 2 * (p1.unsqueeze(2) - nn);
+    // where, not a product: padding may hold NaN, and 0 * NaN is NaN.
+    const at::Tensor c =
+        at::where(valid.unsqueeze(-1), grad.unsqueeze(-1) * 2 * (p1.unsqueeze(2) - nn),
+                  at::zeros({}, p1.options()));
     g2.index_put_({bidx, j}, -c, /*accumulate=*/true);
   }
   return {g1, g2};
