@@ -75,9 +75,7 @@ class TrainConfig:
     grid_size: int = _f(45, "decoder grid side (45 -> 2025 points)")
     use_covariance: bool = _f(True, "12-channel encoder input (xyz + local covariance)")
     # obs_scale mirrors crfold.models.foldingnet.DEFAULT_OBS_SCALE (a test keeps them equal).
-    obs_scale: float = _f(
-        0.1, "sigma of the Gaussian Chamfer likelihood: the Chamfer-vs-KL weight"
-    )
+    obs_scale: float = _f(0.1, "sigma of the Gaussian Chamfer likelihood: the Chamfer-vs-KL weight")
     # --- objective (Eq. 3: L(x) + L(t(x)) - lam * KL(q(z|t(x)) || q(z|x)))
     beta: float = _f(1.0, "weight of the KL to the prior (beta-VAE); not of the consistency term")
     lam: float = _f(

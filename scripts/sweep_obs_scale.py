@@ -15,7 +15,6 @@ Everything after ``--`` is passed to ``crfold train``. Finished runs are reused 
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -90,7 +89,6 @@ def main(argv: list[str] | None = None) -> int:
         lines.append("| " + " | ".join(f"{r[k]:.4g}" for k in keys) + " |")
     atomic_write_text(out / "sweep.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
-    print(json.dumps(rows, indent=1)[:0])
     return 0
 
 
