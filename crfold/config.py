@@ -260,19 +260,28 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
 coerce_value = _coerce  # public name: other config modules (crfold_images) parse values with it
 
 
-def _apply(base: TrainConfig, values: dict[str, Any], source: str) -> TrainConfig:
-    """A copy of ``base`` with ``values`` type-checked and applied, then validated."""
+def apply_overrides(base: Any, values: dict[str, Any], source: str, help_hint: str = "") -> Any:
+    """A copy of the dataclass ``base`` with ``values`` type-checked against its fields.
+
+    The one override mechanism of every config (crfold, crfold_images, NVAE). ``source`` names
+    where the values came from in error messages; ``help_hint`` says where the keys are listed.
+    """
     if not isinstance(values, dict):
         raise ValueError(
             f"{source}: expected a mapping of config keys, got {type(values).__name__}"
         )
-    types_ = field_types()
+    names = {f.name for f in dataclasses.fields(base)}
+    hints = typing.get_type_hints(type(base))
     changes = {}
     for key, value in values.items():
-        if key not in types_:
-            raise ValueError(f"{source}: unknown config key {key!r} (see `crfold train --help`)")
-        changes[key] = _coerce(key, value, types_[key])
+        if key not in names:
+            raise ValueError(f"{source}: unknown config key {key!r}{help_hint}")
+        changes[key] = _coerce(key, value, hints[key])
     return dataclasses.replace(base, **changes)
+
+
+def _apply(base: TrainConfig, values: dict[str, Any], source: str) -> TrainConfig:
+    return apply_overrides(base, values, source, " (see `crfold train --help`)")
 
 
 def parse_override(text: str) -> tuple[str, str]:

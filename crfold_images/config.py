@@ -24,8 +24,10 @@ from typing import Any
 
 import yaml
 
-from crfold.config import _coerce as coerce_value  # the shared typed value parser
-from crfold.config import parse_override
+from crfold.config import (  # the shared typed override parser
+    apply_overrides,
+    parse_override,
+)
 
 __all__ = ["ImageConfig", "describe_image_fields", "load_image_config"]
 
@@ -147,17 +149,7 @@ def _field_types() -> dict[str, Any]:
 
 
 def _apply(base: ImageConfig, values: dict[str, Any], source: str) -> ImageConfig:
-    if not isinstance(values, dict):
-        raise ValueError(
-            f"{source}: expected a mapping of config keys, got {type(values).__name__}"
-        )
-    types_ = _field_types()
-    changes = {}
-    for key, value in values.items():
-        if key not in types_:
-            raise ValueError(f"{source}: unknown config key {key!r} (see --help-config)")
-        changes[key] = coerce_value(key, value, types_[key])
-    return dataclasses.replace(base, **changes)
+    return apply_overrides(base, values, source, " (see --help-config)")
 
 
 def load_image_config(

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from crfold.config import _coerce, parse_override
+from crfold.config import apply_overrides, parse_override
 from crfold_images.models.nvae import LIKELIHOODS, NVAEArch
 from crfold_images.models.nvae_eval import FEATURES
 from crfold_images.models.nvae_objective import CR_PATHS
@@ -147,18 +146,7 @@ class NVAETrainConfig:
 
 
 def _apply(base: NVAETrainConfig, values: dict[str, Any], source: str) -> NVAETrainConfig:
-    if not isinstance(values, dict):
-        raise ValueError(
-            f"{source}: expected a mapping of config keys, got {type(values).__name__}"
-        )
-    hints = typing.get_type_hints(NVAETrainConfig)
-    names = {f.name for f in dataclasses.fields(NVAETrainConfig)}
-    changes = {}
-    for key, value in values.items():
-        if key not in names:
-            raise ValueError(f"{source}: unknown config key {key!r}")
-        changes[key] = _coerce(key, value, hints[key])
-    return dataclasses.replace(base, **changes)
+    return apply_overrides(base, values, source)
 
 
 def load_nvae_config(
