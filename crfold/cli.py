@@ -105,6 +105,31 @@ def _cmd_probe(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from .eval_run import EVAL_FILE, evaluate_run
+
+    try:
+        res = evaluate_run(
+            args.run,
+            data=args.data,
+            overrides=args.overrides,
+            which=args.which,
+            families=tuple(args.families.split(",")),
+            seed=args.seed,
+            mi_batch_size=args.mi_batch_size,
+            batch_size=args.batch_size,
+            device=args.device,
+            progress=not args.quiet,
+        )
+    except (ValueError, FileNotFoundError) as exc:
+        return _error("eval", exc)
+    from .experiment_report import format_eval
+
+    print(format_eval(res))
+    print(f"  wrote {Path(args.run) / EVAL_FILE}")
+    return 0
+
+
 def _register_builtin(sub) -> None:
     p = sub.add_parser("backend", help="build (if needed) the kNN extension and print the backend")
     p.set_defaults(func=_cmd_backend)
@@ -167,6 +192,48 @@ def _register_builtin(sub) -> None:
     p.add_argument("--device", default="cpu", help="device that encodes (cpu, cuda, cuda:N)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_probe)
+
+    p = sub.add_parser(
+        "eval",
+        help="every metric of a run (Chamfer, probes, MI, AU, latent consistency) -> eval.json",
+        description=textwrap.fill(
+            "Evaluate a run on its probe split: Chamfer in both conventions, linear SVM and "
+            "logistic probes (fit on the train split), mutual information, active units, and the "
+            "latent consistency under held-out rotations, translations, scalings and jitter. "
+            "Writes RUN/eval.json. --data and --set KEY=VALUE (data keys only) evaluate on other "
+            "data.",
+            100,
+        ),
+        formatter_class=_HelpFormatter,
+    )
+    p.add_argument("run", metavar="RUN", help="run directory written by crfold train")
+    p.add_argument("--data", default=None, help="evaluate on this .npz / HDF5 folder / synthetic")
+    p.add_argument("--which", choices=("best", "last"), default="best", help="checkpoint to use")
+    p.add_argument(
+        "--families",
+        default="rotation,translation,scale,jitter",
+        help="transform families of the consistency metric",
+    )
+    p.add_argument("--seed", type=int, default=1234, help="seed of the held-out transforms")
+    p.add_argument(
+        "--mi-batch-size", type=int, default=None, help="MI minibatch (None: the whole split)"
+    )
+    p.add_argument("--batch-size", type=int, default=64, help="clouds per forward pass")
+    p.add_argument("--device", default="cpu", help="device that runs the model")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="change a data key (repeatable), e.g. --set to_up=y",
+    )
+    p.set_defaults(func=_cmd_eval)
+
+    from .experiment import register as register_experiment
+
+    register_experiment(sub)
 
 
 def _register_plugins(sub) -> None:

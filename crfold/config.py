@@ -109,6 +109,9 @@ class TrainConfig:
     num_threads: int | None = _f(None, "CPU threads of torch (None: torch's default)")
     run_dir: str | None = _f(None, "run directory; None: runs/<date-time>-<mode>")
     log_every: int = _f(10, "steps between train records in metrics.jsonl / TensorBoard")
+    checkpoint_every: int | None = _f(
+        None, "steps between last.pt saves inside an epoch (None: at epoch ends and signals)"
+    )
     eval_every: int = _f(1, "epochs between validation passes (and best.pt updates)")
     eval_batch_size: int | None = _f(None, "validation / encoding batch size; None: 2*batch_size")
     # --- linear probe (crfold probe)
@@ -131,7 +134,8 @@ class TrainConfig:
         for key in positive:
             if getattr(self, key) < 1:
                 raise ValueError(f"{key}: expected an int >= 1, got {getattr(self, key)}")
-        for key in ("num_points", "max_steps", "eval_batch_size", "aug_steps", "num_threads"):
+        optional_positive = ("num_points", "max_steps", "eval_batch_size", "aug_steps")
+        for key in (*optional_positive, "num_threads", "checkpoint_every"):
             if getattr(self, key) is not None and getattr(self, key) < 1:
                 raise ValueError(f"{key}: expected None or an int >= 1, got {getattr(self, key)}")
         if self.k < 2 or self.grid_size < 2:

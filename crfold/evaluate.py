@@ -32,6 +32,7 @@ __all__ = [
     "encode_dataset",
     "encode_posteriors",
     "load_run",
+    "load_run_state",
     "open_split",
     "probe_run",
     "reconstruction_metrics",
@@ -62,11 +63,11 @@ def load_run(
         ValueError: ``which`` is not "best"/"last", or the checkpoint is refused/unreadable.
         FileNotFoundError: no such checkpoint in ``run_dir``.
     """
-    model, cfg, _ = _load(run_dir, which, map_location)
+    model, cfg, _ = load_run_state(run_dir, which, map_location)
     return model, cfg
 
 
-def _load(
+def load_run_state(
     run_dir: str | Path, which: str, map_location: Any
 ) -> tuple[FoldingNetVAE, TrainConfig, dict[str, Any]]:
     """:func:`load_run` that also returns the checkpoint's state dict."""
@@ -210,7 +211,7 @@ def probe_run(
         "test_split", "latent_dim", "classes", "encode_seconds", "probe_seconds"}`` where the
         probe dicts are those of :func:`crfold.probe.svm_probe`.
     """
-    model, cfg, state = _load(run_dir, which, map_location=device)
+    model, cfg, state = load_run_state(run_dir, which, map_location=device)
     if cfg.num_threads is not None:  # the run's CPU thread setting applies to encoding too
         torch.set_num_threads(cfg.num_threads)
     C = cfg.probe_C if C is None else float(C)

@@ -116,6 +116,8 @@ class Trainer:
         self.count = 0
         self.last_train: dict[str, float] = {}
         self.saved_step = -1
+        self.seconds_before = 0.0  # training time of earlier processes of this run (resume)
+        self.t_start: float | None = None
         if resume:
             self._load(load_checkpoint(last, map_location=self.device))
         if self.main:
@@ -142,7 +144,13 @@ class Trainer:
             "epoch_sums": dict(self.sums),
             "epoch_count": self.count,
             "rng": get_rng_state(),
+            "train_seconds": self.total_seconds(),
         }
+
+    def total_seconds(self) -> float:
+        """Wall time of this run so far, over every process that trained it (resumes add up)."""
+        now = 0.0 if self.t_start is None else time.perf_counter() - self.t_start
+        return self.seconds_before + now
 
     def _load(self, state: dict[str, Any]) -> None:
         if state.get("format") != CHECKPOINT_FORMAT:
@@ -183,6 +191,7 @@ class Trainer:
         self.sums = defaultdict(float, state["epoch_sums"])
         self.count = state["epoch_count"]
         set_rng_state(state["rng"])
+        self.seconds_before = float(state.get("train_seconds", 0.0))
 
     def save(self, name: str) -> None:
         """Writes ``<run_dir>/<name>.pt`` atomically (rank 0 only)."""
@@ -299,6 +308,9 @@ class Trainer:
             if self.step % cfg.log_every == 0:
                 self.log.write({"kind": "train", "epoch": self.epoch + 1, "step": self.step,
                                 **vals}, "train")  # fmt: skip
+            if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
+                if self.batch_in_epoch < n_batches:  # the epoch's end saves last.pt itself
+                    self.save("last")
             bar.update(1)
             bar.set_postfix({_SHORT[k]: f"{vals[k]:.4g}" for k in _SHORT}, refresh=False)
             if self._stop_requested(stop):
@@ -316,6 +328,7 @@ class Trainer:
     def run(self) -> dict[str, Any]:
         """Trains to ``cfg.epochs`` (or ``cfg.max_steps``, or a signal); returns the summary."""
         t_start, status = time.perf_counter(), "completed"
+        self.t_start = t_start
         n_batches = tu.batches_per_epoch(self.train_set, self.cfg, self.info)
         self.model.train()
         with tu.StopSignal(announce=self.main) as stop:
@@ -355,6 +368,7 @@ class Trainer:
             **self.last_val,
             "best_val_loss": None if self.best_val == math.inf else self.best_val,
             "seconds": time.perf_counter() - t_start,
+            "total_seconds": self.total_seconds(),
         }
         if self.main:
             atomic_write_json(self.run_dir / SUMMARY_FILE, summary)

@@ -297,7 +297,8 @@ class RunLog:
         run_dir: the run directory.
         enabled: False on ranks other than 0.
         resume_step: when resuming, records after this step (written after the checkpoint that
-            is resumed) are dropped from metrics.jsonl and TensorBoard purges its later events.
+            is resumed) are dropped from metrics.jsonl and TensorBoard purges its later events;
+            None (a fresh run) empties an existing metrics.jsonl.
     """
 
     def __init__(self, run_dir: Path, enabled: bool, resume_step: int | None = None):
@@ -309,6 +310,8 @@ class RunLog:
         if resume_step is not None and self.path.exists():
             kept = [line for line in self.path.read_text().splitlines() if _kept(line, resume_step)]
             atomic_write_text(self.path, "".join(f"{line}\n" for line in kept))
+        elif self.path.exists():  # a fresh start replaces the log of a run that left no checkpoint
+            atomic_write_text(self.path, "")
         from torch.utils.tensorboard import SummaryWriter
 
         purge = None if resume_step is None else resume_step + 1  # drops events >= purge

@@ -16,7 +16,7 @@ import torch
 
 from crfold.checkpoint import load_checkpoint
 from crfold.config import TrainConfig, load_config
-from crfold.train import train
+from crfold.train import Trainer, train
 from crfold.train_steps import compute_terms
 from crfold.trainer_utils import build_model, build_transform, read_metrics, step_generator
 from crfold.transforms import default_cr_transform
@@ -245,3 +245,24 @@ def test_bf16_autocast_keeps_the_losses_in_float32():
     assert float(bf["recon"].detach()) == pytest.approx(float(ref["recon"].detach()), rel=0.05)
     bf["loss"].backward()
     assert model.encoder.mu.weight.grad.dtype == torch.float32
+
+
+def test_checkpoint_every_saves_last_inside_the_epoch(tmp_path, monkeypatch):
+    saves = []
+    real = Trainer.save
+
+    def spy(self, name):
+        saves.append((name, self.step, self.batch_in_epoch))
+        real(self, name)
+
+    monkeypatch.setattr(Trainer, "save", spy)
+    # 16 shapes / batch 4 = 4 steps per epoch, 2 epochs; a save every 3 steps
+    cfg = tiny(tmp_path / "run", "batch_size=4", "epochs=2", "checkpoint_every=3")
+    train(cfg, quiet=True)
+    lasts = [(step, batch) for name, step, batch in saves if name == "last"]
+    # mid-epoch saves at steps 3 and 6; the epoch ends (4, 8) save once each
+    assert lasts == [(3, 3), (4, 0), (6, 2), (8, 0)]
+    state = _state(tmp_path / "run")
+    assert state["step"] == 8
+    with pytest.raises(ValueError, match="checkpoint_every"):
+        tiny(tmp_path / "x", "checkpoint_every=0")

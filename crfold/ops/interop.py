@@ -13,7 +13,8 @@ PyG 2.8's own ``knn_graph``/``knn`` need ``pyg-lib`` or ``torch-cluster``, which
 :func:`as_padded` lets any function that takes a padded batch also take a PyTorch3D
 ``Pointclouds`` (or a PyG ``Data``/``Batch``). None of this imports torch_geometric or pytorch3d:
 objects are duck-typed; only :func:`to_pyg_batch` and :func:`to_pytorch3d`, which build those
-libraries' own objects, import them.
+libraries' own objects, import them. :func:`from_pyg`, :func:`knn_graph` and :func:`knn` live in
+:mod:`crfold.ops.pyg` and are re-exported here; this module holds the padded side.
 
 >>> pos = torch.randn(10, 3); batch = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1, 1, 1])
 >>> edge_index = knn_graph(pos, k=3, batch=batch)      # (2, 30): 3 sources per target
@@ -23,7 +24,8 @@ libraries' own objects, import them.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
+
+from .pyg import _is_pyg, from_pyg, knn, knn_graph
 
 __all__ = [
     "as_padded",
@@ -36,7 +38,6 @@ __all__ = [
     "to_pytorch3d",
 ]
 
-FLOWS = ("source_to_target", "target_to_source")
 PYG_HINT = "pip install torch_geometric (an optional peer of crfold, not a dependency)"
 PYTORCH3D_HINT = (
     "pytorch3d has no Linux wheel on PyPI; build it from source "
@@ -51,62 +52,6 @@ def _is_pointclouds(obj: object) -> bool:
     )
 
 
-def _is_pyg(obj: object) -> bool:
-    """Duck test for a ``torch_geometric`` ``Data``/``Batch`` holding positions in ``.pos``."""
-    return not isinstance(obj, torch.Tensor) and isinstance(getattr(obj, "pos", None), torch.Tensor)
-
-
-def _check_int(name: str, value, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-    return value
-
-
-def _check_nodes(name: str, x) -> torch.Tensor:
-    """A flat (N, D) float node matrix; a 1-D (N,) tensor is taken as (N, 1), as PyG does."""
-    if not isinstance(x, torch.Tensor):
-        raise ValueError(f"{name} must be a torch.Tensor of shape (N, D), got {type(x).__name__}")
-    if x.dim() == 1:
-        x = x.view(-1, 1)
-    if x.dim() != 2 or x.shape[1] < 1:
-        raise ValueError(f"{name} must have shape (N, D) with D >= 1, got {tuple(x.shape)}")
-    if not x.is_floating_point():
-        raise ValueError(f"{name} must be a floating-point tensor, got {x.dtype}")
-    return x
-
-
-def _check_batch(name: str, batch, n: int, device) -> torch.Tensor:
-    """A (n,) int64 sorted, non-negative batch vector on ``device``."""
-    if not isinstance(batch, torch.Tensor):
-        raise ValueError(f"{name} must be a torch.Tensor of shape ({n},), got {type(batch)}")
-    if batch.shape != (n,):
-        raise ValueError(
-            f"{name} must have shape ({n},) (one entry per node), got {tuple(batch.shape)}"
-        )
-    if batch.is_floating_point() or batch.is_complex() or batch.dtype == torch.bool:
-        raise ValueError(f"{name} must be an integer tensor, got {batch.dtype}")
-    batch = batch.to(device=device, dtype=torch.int64)
-    if n > 0:
-        if int(batch.min()) < 0:
-            raise ValueError(f"{name} must be non-negative, got min {int(batch.min())}")
-        if bool((batch[1:] < batch[:-1]).any()):
-            raise ValueError(
-                f"{name} must be sorted (non-decreasing), as torch_geometric's Batch is"
-            )
-    return batch
-
-
-def _num_clouds(batches: list[torch.Tensor | None], batch_size: int | None) -> int:
-    """B: ``batch_size`` when given (checked against the batch vectors), else max id + 1."""
-    top = max((int(b.max()) + 1 for b in batches if b is not None and b.numel()), default=1)
-    if batch_size is None:
-        return top
-    _check_int("batch_size", batch_size, 1)
-    if top > batch_size:
-        raise ValueError(f"batch_size is {batch_size} but the batch vector holds id {top - 1}")
-    return batch_size
-
-
 def _check_lengths(lengths, B: int, P: int, device) -> torch.Tensor:
     if lengths is None:
         return torch.full((B,), P, dtype=torch.int64, device=device)
@@ -119,58 +64,6 @@ def _check_lengths(lengths, B: int, P: int, device) -> torch.Tensor:
     if B and (int(lengths.min()) < 0 or int(lengths.max()) > P):
         raise ValueError(f"lengths must lie in [0, P={P}], got {lengths.tolist()}")
     return lengths
-
-
-def _exclusive_cumsum(counts: torch.Tensor) -> torch.Tensor:
-    """(B,) -> (B,) start offset of each cloud in the flat layout."""
-    return torch.cumsum(counts, 0) - counts
-
-
-def from_pyg(
-    pos, batch=None, max_points: int | None = None, *, batch_size: int | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Flat PyG layout -> padded batch, vectorized (no loop over clouds), differentiable in pos.
-
-    Args:
-        pos: (N, D) float node positions, or a torch_geometric ``Data``/``Batch`` (anything with
-            a ``.pos`` tensor; its ``.batch`` and ``.num_graphs`` are used when present, and then
-            ``batch`` must be None).
-        batch: (N,) integer cloud id of every node, sorted (non-decreasing); None: one cloud.
-        max_points: P, the padded size; default the largest cloud. Must hold every cloud.
-        batch_size: B, the number of clouds (trailing clouds may be empty); default max id + 1.
-
-    Returns:
-        ``padded`` (B, P, D) dtype/device of ``pos``, zeros past each cloud's length, and
-        ``lengths`` (B,) int64: cloud ``b`` is ``pos[batch == b]`` in its original order.
-
-    Raises:
-        ValueError: a non-(N, D) or integer ``pos``; a ``batch`` of the wrong shape or dtype,
-            negative or unsorted; ``max_points`` smaller than a cloud; ids past ``batch_size``.
-    """
-    if _is_pyg(pos):
-        if batch is not None:
-            raise ValueError("batch must be None when pos is a torch_geometric Data/Batch")
-        data, pos = pos, pos.pos
-        batch = getattr(data, "batch", None)
-        if batch_size is None and batch is not None:
-            batch_size = getattr(data, "num_graphs", None)
-    pos = _check_nodes("pos", pos)
-    n, d = pos.shape
-    if batch is None:
-        batch = torch.zeros(n, dtype=torch.int64, device=pos.device)
-    batch = _check_batch("batch", batch, n, pos.device)
-    B = _num_clouds([batch], batch_size)
-    counts = torch.bincount(batch, minlength=B)  # (B,)
-    largest = int(counts.max()) if B else 0
-    if max_points is None:
-        P = largest
-    else:
-        P = _check_int("max_points", max_points, 0)
-        if P < largest:
-            raise ValueError(f"max_points is {P} but a cloud holds {largest} points")
-    local = torch.arange(n, device=pos.device) - _exclusive_cumsum(counts)[batch]  # (N,)
-    padded = pos.new_zeros(B, P, d).index_put((batch, local), pos)  # (B, P, D)
-    return padded, counts
 
 
 def to_pyg(padded, lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -193,141 +86,6 @@ def to_pyg(padded, lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, t
     mask = torch.arange(P, device=padded.device)[None, :] < lengths[:, None]  # (B, P)
     batch = torch.repeat_interleave(torch.arange(B, device=padded.device), lengths)  # (N,)
     return padded[mask], batch  # (N, D), (N,)
-
-
-def _drop_self(idx: torch.Tensor) -> torch.Tensor:
-    """(B, P, K) knn_points(x, x) indices -> (B, P, K - 1) without each query's own index.
-
-    The self match is removed wherever it sits (an exact duplicate with a lower index sorts
-    before it); when K earlier duplicates crowd it out, the last column is dropped instead, so
-    each row is the first K - 1 of the *other* points by (distance, index). -1 padding stays.
-    """
-    P, K = idx.shape[1], idx.shape[2]
-    is_self = idx == torch.arange(P, device=idx.device).view(1, P, 1)  # (B, P, K)
-    drop = torch.where(is_self.any(-1), is_self.to(torch.int64).argmax(-1), K - 1)  # (B, P)
-    cols = torch.arange(K - 1, device=idx.device).view(1, 1, K - 1)
-    cols = cols + (cols >= drop.unsqueeze(-1)).to(torch.int64)  # (B, P, K-1)
-    return idx.gather(-1, cols)
-
-
-def _edges(idx: torch.Tensor, q_start: torch.Tensor, t_start: torch.Tensor):
-    """Valid entries of padded kNN indices (B, Pq, K) as flat (query, target) node ids (E,)."""
-    B, Pq, K = idx.shape
-    valid = idx >= 0  # (B, Pq, K); padded queries are all -1
-    query = q_start[:, None] + torch.arange(Pq, device=idx.device)[None, :]  # (B, Pq)
-    query = query[:, :, None].expand(B, Pq, K)
-    return query[valid], (idx + t_start[:, None, None])[valid]  # (E,), (E,)
-
-
-@torch.no_grad()
-def knn_graph(
-    pos: torch.Tensor,
-    k: int,
-    batch: torch.Tensor | None = None,
-    loop: bool = False,
-    flow: str = "source_to_target",
-    cosine: bool = False,
-    batch_size: int | None = None,
-) -> torch.Tensor:
-    """The k-nearest-neighbour graph of PyG's ``torch_geometric.nn.knn_graph``, on crfold's kNN.
-
-    Each node is linked to its ``k`` nearest nodes of the same cloud (fewer when the cloud is
-    smaller). With ``flow="source_to_target"`` (PyG's default, for message passing into the
-    centre) ``edge_index[0]`` holds the neighbour j (source) and ``edge_index[1]`` the centre i
-    (target); ``"target_to_source"`` swaps the rows. Edges are ordered by centre, then by
-    (distance, neighbour index). With ``loop=False`` the centre itself is never among its
-    neighbours, even among exact duplicates: every node gets exactly ``min(k, n - 1)``
-    neighbours (torch-cluster may give a node k + 1 edges, or fewer than k, when duplicates
-    hide its self match; crfold does not).
-
-    Args:
-        pos: (N, D) float node positions (a 1-D (N,) tensor is taken as (N, 1)).
-        k: neighbours per node, >= 1.
-        batch: (N,) integer cloud id per node, sorted (non-decreasing); None: one cloud.
-        loop: include the node itself among its k nearest (distance 0).
-        flow: ``"source_to_target"`` or ``"target_to_source"``.
-        cosine: rank by cosine distance (Euclidean distance of the L2-normalized positions).
-        batch_size: number of clouds B; default max id + 1.
-
-    Returns:
-        edge_index (2, E) int64 on the device of ``pos``, E = sum over nodes of min(k, n - 1)
-        (``min(k, n)`` with ``loop``), n being the size of the node's cloud.
-
-    Raises:
-        ValueError: invalid ``pos``, ``batch``, ``k``, ``flow`` or ``batch_size``.
-    """
-    from .knn import knn_points
-
-    _check_int("k", k, 1)
-    if flow not in FLOWS:
-        raise ValueError(f"flow must be one of {FLOWS}, got {flow!r}")
-    pos = _check_nodes("pos", pos)
-    if cosine:
-        pos = F.normalize(pos, dim=-1)
-    padded, lengths = from_pyg(pos, batch, batch_size=batch_size)  # (B, P, D), (B,)
-    P = padded.shape[1]
-    if P == 0 or (P == 1 and not loop):
-        return torch.empty(2, 0, dtype=torch.int64, device=pos.device)
-    K = min(k if loop else k + 1, P)
-    idx = knn_points(padded, padded, lengths, lengths, K=K).idx  # (B, P, K)
-    if not loop:
-        idx = _drop_self(idx)  # (B, P, min(k, P - 1))
-    start = _exclusive_cumsum(lengths)  # (B,)
-    centre, neighbour = _edges(idx, start, start)
-    if flow == "source_to_target":
-        return torch.stack([neighbour, centre])
-    return torch.stack([centre, neighbour])
-
-
-@torch.no_grad()
-def knn(
-    x: torch.Tensor,
-    y: torch.Tensor,
-    k: int,
-    batch_x: torch.Tensor | None = None,
-    batch_y: torch.Tensor | None = None,
-    cosine: bool = False,
-    batch_size: int | None = None,
-) -> torch.Tensor:
-    """For each node of ``y``, its ``k`` nearest nodes of ``x`` in the same cloud (PyG's ``knn``).
-
-    Args:
-        x: (N, D) float positions searched (1-D taken as (N, 1)).
-        y: (M, D) float query positions, same D, dtype and device as ``x``.
-        k: neighbours per query, >= 1 (fewer when the query's cloud in ``x`` is smaller).
-        batch_x: (N,) integer sorted cloud ids of ``x``; None: all in cloud 0.
-        batch_y: (M,) integer sorted cloud ids of ``y``; None: all in cloud 0.
-        cosine: rank by cosine distance (Euclidean distance of the L2-normalized positions).
-        batch_size: number of clouds B; default the largest id in either batch + 1.
-
-    Returns:
-        (2, E) int64: row 0 indexes ``y`` (the query), row 1 indexes ``x`` (its neighbour);
-        ordered by query, then by (distance, index into ``x``).
-
-    Raises:
-        ValueError: invalid positions or batch vectors, mismatched D/dtype/device, bad ``k``.
-    """
-    from .knn import knn_points
-
-    _check_int("k", k, 1)
-    x, y = _check_nodes("x", x), _check_nodes("y", y)
-    if x.shape[1] != y.shape[1] or x.dtype != y.dtype or x.device != y.device:
-        raise ValueError(
-            f"x and y must share D, dtype and device, got {tuple(x.shape)} {x.dtype} {x.device}"
-            f" and {tuple(y.shape)} {y.dtype} {y.device}"
-        )
-    bx = None if batch_x is None else _check_batch("batch_x", batch_x, x.shape[0], x.device)
-    by = None if batch_y is None else _check_batch("batch_y", batch_y, y.shape[0], y.device)
-    B = _num_clouds([bx, by], batch_size)
-    if cosine:
-        x, y = F.normalize(x, dim=-1), F.normalize(y, dim=-1)
-    px, lx = from_pyg(x, bx, batch_size=B)  # (B, Px, D), (B,)
-    py, ly = from_pyg(y, by, batch_size=B)  # (B, Py, D), (B,)
-    if px.shape[1] == 0 or py.shape[1] == 0:
-        return torch.empty(2, 0, dtype=torch.int64, device=x.device)
-    idx = knn_points(py, px, ly, lx, K=min(k, px.shape[1])).idx  # (B, Py, K)
-    query, neighbour = _edges(idx, _exclusive_cumsum(ly), _exclusive_cumsum(lx))
-    return torch.stack([query, neighbour])
 
 
 def from_pytorch3d(pointclouds) -> tuple[torch.Tensor, torch.Tensor]:

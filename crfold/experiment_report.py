@@ -1,0 +1,415 @@
+"""The report of ``crfold experiment table9``: markdown tables (mean +- std over seeds) and plots.
+
+``report.md`` holds the Table-9-style table (linear-SVM accuracy and Chamfer), the representation
+metrics (logistic probe, MI, active units), the latent consistency per transform family, the
+per-seed numbers, a computed comparison of CR against the "+ Aug" baseline (Welch's t-test over
+seeds), the budget, and three figures:
+
+* ``curves.png``: training loss, consistency KL and validation Chamfer against the step;
+* ``figure1.png``: the paper's Figure 1 on this data, a 2-D PCA of mu(x) for a few test shapes and
+  of mu(t(x)) for random draws of the training augmentation t, with arrows from each mu(x) to its
+  mu(t(x)): short arrows mean an encoder that maps x and t(x) to the same place;
+* ``reconstructions.png``: test inputs and their reconstructions decode(mu(x)) per variant.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .checkpoint import atomic_write_text
+from .eval_run import EVAL_FILE, FAMILIES
+
+__all__ = ["format_eval", "write_report"]
+
+Getter = Callable[[dict[str, Any]], float]
+# (column label, value from eval.json, format, higher is better)
+MAIN: list[tuple[str, Getter, str, bool]] = [
+    ("Linear SVM acc. (%)", lambda e: 100 * e["probe"]["svm"]["accuracy"], ".1f", True),
+    ("Chamfer, FoldingNet (sqrt, max)", lambda e: e["reconstruction"]["chamfer_foldingnet"],
+     ".4f", False),
+    ("Chamfer, squared sum", lambda e: e["reconstruction"]["chamfer_squared"], ".4f", False),
+]  # fmt: skip
+REPRESENTATION: list[tuple[str, Getter, str, bool]] = [
+    ("Logistic acc. (%)", lambda e: 100 * e["probe"]["logistic"]["accuracy"], ".1f", True),
+    ("MI (nats)", lambda e: e["mutual_information"]["nats"], ".2f", True),
+    ("Active units", lambda e: e["active_units"]["count"], ".1f", True),
+]
+
+
+def _family(name: str, key: str) -> Getter:
+    return lambda e: e["consistency"][name][key]
+
+
+CONSISTENCY = [(f"{f}: shift / code dist.", _family(f, "relative_mu_distance"), ".3f", False)
+               for f in FAMILIES] + [
+               (f"{f}: KL (nats)", _family(f, "kl"), ".3f", False) for f in FAMILIES]  # fmt: skip
+
+
+def _num(value: float | None, fmt: str) -> str:
+    return "n/a" if value is None else f"{value:{fmt}}"
+
+
+def format_eval(res: dict[str, Any]) -> str:
+    """A few human lines of an eval.json dict (what ``crfold eval`` prints)."""
+    rec, probe = res["reconstruction"], res["probe"]
+    lines = [
+        f"{res['run_dir']} ({res['checkpoint']}.pt, step {res['step']}, mode {res['mode']}): "
+        f"{res['num_samples']} shapes of {res['split']}",
+        f"  Chamfer FoldingNet {rec['chamfer_foldingnet']:.5f}, squared {rec['chamfer_squared']:.5f}",
+        f"  probes ({res['train_split']} -> {res['split']}): SVM {probe['svm']['accuracy']:.4f}, "
+        f"logistic {probe['logistic']['accuracy']:.4f}",
+        f"  MI {_num(res['mutual_information']['nats'], '.3f')} nats "
+        f"(B = {res['mutual_information']['batch_size']}), active units "
+        f"{res['active_units']['count']}/{res['active_units']['latent_dim']}",
+        "  latent consistency (mean KL(q(z|t(x)) || q(z|x)), shift / mean code distance):",
+    ]
+    for name, c in res["consistency"].items():
+        lines.append(
+            f"    {name:<12} KL {_num(c['kl'], '.4g'):>10}   shift/dist {c['relative_mu_distance']:.4f}"
+        )
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- tables
+def _load_results(runs: list) -> list[dict[str, Any]]:
+    import json
+
+    rows = []
+    for run in runs:
+        ev = json.loads((run.run_dir / EVAL_FILE).read_text())
+        summary = json.loads((run.run_dir / "summary.json").read_text())
+        rows.append({"run": run, "eval": ev, "summary": summary})
+    return rows
+
+
+def _stats(values: list[float | None]) -> tuple[float, float]:
+    """Mean and sample standard deviation (n - 1) of the values; NaN where undefined (no
+    values, a None among them - a metric that does not apply - or, for the std, one value)."""
+    if not values or any(v is None for v in values):
+        return math.nan, math.nan
+    arr = np.asarray(values, dtype=np.float64)
+    return float(arr.mean()), float(arr.std(ddof=1)) if arr.size > 1 else math.nan
+
+
+def _cell(mean: float, std: float, fmt: str) -> str:
+    if math.isnan(mean):
+        return "n/a"
+    return f"{mean:{fmt}}" + ("" if math.isnan(std) else f" ± {std:{fmt}}")
+
+
+def _table(rows: list[dict[str, Any]], variants: list, columns: list) -> str:
+    head = "| Model | " + " | ".join(c[0] for c in columns) + " |"
+    lines = [head, "|" + "---|" * (len(columns) + 1)]
+    for v in variants:
+        evals = [r["eval"] for r in rows if r["run"].variant == v]
+        cells = [_cell(*_stats([get(e) for e in evals]), fmt) for _, get, fmt, _ in columns]
+        lines.append(f"| {v.name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _seconds(summary: dict[str, Any]) -> float:
+    """Training time of a run over all its processes (older summaries: the last process)."""
+    return float(summary.get("total_seconds", summary["seconds"]))
+
+
+def _per_seed(rows: list[dict[str, Any]]) -> str:
+    cols = [*MAIN, *REPRESENTATION]
+    lines = ["| Model | seed | " + " | ".join(c[0] for c in cols) + " | train s |",
+             "|" + "---|" * (len(cols) + 3)]  # fmt: skip
+    for r in rows:
+        cells = [_cell(_stats([get(r["eval"])])[0], math.nan, fmt) for _, get, fmt, _ in cols]
+        lines.append(f"| {r['run'].variant.name} | {r['run'].seed} | " + " | ".join(cells)
+                     + f" | {_seconds(r['summary']):.0f} |")  # fmt: skip
+    return "\n".join(lines)
+
+
+def _welch(a: list[float], b: list[float]) -> tuple[float, float, float]:
+    """Welch's t statistic of mean(a) - mean(b), its degrees of freedom and two-sided p."""
+    from scipy import stats
+
+    res = stats.ttest_ind(a, b, equal_var=False)
+    va, vb = np.var(a, ddof=1) / len(a), np.var(b, ddof=1) / len(b)
+    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+    return float(res.statistic), float(df), float(res.pvalue)
+
+
+def _comparison(rows: list[dict[str, Any]], variants: list) -> str:
+    """CR against the "+ Aug" baseline per metric: difference of means, Welch's t-test."""
+    names = {v.name: v for v in variants}
+    if "cr" not in names or "vae+aug" not in names:
+        return "(No comparison: the table needs both the `cr` and the `vae+aug` rows.)"
+    out = []
+    for label, get, fmt, higher in [*MAIN, *REPRESENTATION]:
+        a = [get(r["eval"]) for r in rows if r["run"].variant == names["cr"]]
+        b = [get(r["eval"]) for r in rows if r["run"].variant == names["vae+aug"]]
+        (ma, sa), (mb, sb) = _stats(a), _stats(b)
+        if math.isnan(ma) or math.isnan(mb):
+            continue
+        diff = ma - mb
+        if math.isnan(sa) or math.isnan(sb):
+            test, verdict = "n/a", "n/a: needs at least 2 seeds per row"
+        elif sa == 0 and sb == 0:
+            test = "n/a"
+            verdict = "identical over seeds" if diff == 0 else "no seed spread: cannot test"
+        else:
+            t, df, p = _welch(a, b)
+            test = f"t = {t:+.2f}, df = {df:.1f}, p = {p:.3f}"
+            better = (diff > 0) == higher
+            if p < 0.05:
+                verdict = f"CR {'better' if better else 'worse'} (p < 0.05)"
+            else:
+                verdict = f"no significant difference (CR {'higher' if diff > 0 else 'lower'})"
+        out.append(f"| {label} | {diff:+{fmt}} | {_cell(sa, math.nan, fmt)} / "
+                   f"{_cell(sb, math.nan, fmt)} | {test} | {verdict} |")  # fmt: skip
+    head = ["| Metric | CR − Aug | seed std CR / Aug | Welch's t-test | reading |",
+            "|---|---|---|---|---|"]  # fmt: skip
+    return "\n".join(head + out)
+
+
+# ----------------------------------------------------------------------------- plots
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _plot_curves(rows: list[dict[str, Any]], variants: list, path: Path) -> None:
+    from .trainer_utils import read_metrics
+
+    plt = _plt()
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    panels = [("train", "loss", "training loss (nats / shape)"),
+              ("train", "consistency", "KL(q(z|t(x)) || q(z|x)) (nats)"),
+              ("epoch", "val_chamfer", "validation Chamfer (FoldingNet)")]  # fmt: skip
+    for i, v in enumerate(variants):
+        color = f"C{i % 10}"
+        for j, r in enumerate(x for x in rows if x["run"].variant == v):
+            recs = read_metrics(r["run"].run_dir)
+            for ax, (kind, key, title) in zip(axes, panels):
+                pts = [(m["step"], m[key]) for m in recs if m.get("kind") == kind and key in m]
+                if pts:
+                    steps, vals = zip(*pts)
+                    ax.plot(steps, vals, color=color, alpha=0.8, lw=1,
+                            marker="o" if kind == "epoch" else None,
+                            label=v.name if j == 0 else None)  # fmt: skip
+                ax.set_title(title)
+                ax.set_xlabel("step")
+    axes[0].set_yscale("symlog")
+    axes[1].set_yscale("symlog")
+    axes[0].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _pick_shapes(labels: torch.Tensor, count: int) -> list[int]:
+    """The first test shape of each of ``count`` classes (spread over the label range)."""
+    classes = sorted(set(labels.tolist()))
+    chosen = [
+        classes[i] for i in np.linspace(0, len(classes) - 1, min(count, len(classes))).astype(int)
+    ]
+    return [int((labels == c).nonzero()[0]) for c in dict.fromkeys(chosen)]
+
+
+@torch.no_grad()
+def _figure1_panel(ax, run, which: str, shapes: int, draws: int, seed: int) -> None:
+    from .evaluate import encode_dataset, load_run
+    from .trainer_utils import build_transform, open_split, up_axis
+
+    model, cfg = load_run(run.run_dir, which)
+    test = open_split(cfg, cfg.probe_split)
+    mu, labels = encode_dataset(model, test)
+    mu_np = mu.double().numpy()
+    centre = mu_np.mean(0)
+    _, _, vt = np.linalg.svd(mu_np - centre, full_matrices=False)
+    proj = lambda z: (np.asarray(z, dtype=np.float64) - centre) @ vt[:2].T  # noqa: E731
+    ax.scatter(*proj(mu_np).T, s=3, c="0.85", label="mu(x), all test shapes")
+    t = build_transform(cfg, up_axis(cfg, test))
+    gen = torch.Generator().manual_seed(seed)
+    for i, idx in enumerate(_pick_shapes(labels, shapes)):
+        x = test[idx][0].unsqueeze(0).expand(draws, -1, -1).float()  # (draws, N, 3)
+        mu_t = model.encode(t(x, generator=gen)).mu.double().numpy()
+        p0, pt = proj(mu_np[idx : idx + 1])[0], proj(mu_t)
+        color = f"C{i % 10}"
+        for q in pt:
+            ax.annotate("", xy=q, xytext=p0, arrowprops={"arrowstyle": "->", "color": color,
+                                                          "lw": 0.8, "alpha": 0.7})  # fmt: skip
+        ax.scatter(*pt.T, s=10, color=color, alpha=0.7)
+        ax.scatter(*p0, s=60, color=color, edgecolors="k", marker="*",
+                   label=test.classes[int(labels[idx])])  # fmt: skip
+    ax.set_title(f"{run.variant.name} (seed {run.seed})")
+    ax.set_xlabel("PC 1 of mu(x)")
+    ax.set_ylabel("PC 2")
+
+
+def _plot_figure1(runs: list, which: str, path: Path, shapes: int = 5, draws: int = 8) -> None:
+    plt = _plt()
+    cols = min(len(runs), 3)
+    nrows = math.ceil(len(runs) / cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(5.5 * cols, 5 * nrows), squeeze=False)
+    for ax, run in zip(axes.flat, runs):
+        _figure1_panel(ax, run, which, shapes, draws, seed=0)
+    for ax in list(axes.flat)[len(runs) :]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7, loc="best")
+    fig.suptitle("mu(x) (stars) and mu(t(x)) for random training augmentations t (arrows)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+@torch.no_grad()
+def _plot_reconstructions(runs: list, which: str, path: Path, shapes: int = 4) -> None:
+    from .evaluate import load_run
+    from .trainer_utils import open_split
+
+    plt = _plt()
+    _, cfg = load_run(runs[0].run_dir, which)
+    test = open_split(cfg, cfg.probe_split)
+    idxs = _pick_shapes(torch.as_tensor(test.labels), shapes)
+    inputs = [test[i][0].float() for i in idxs]  # each (N, 3)
+    lim = 1.05 * max(float(x.abs().max()) for x in inputs)
+    columns = [("input", inputs)]
+    for run in runs:
+        model, _ = load_run(run.run_dir, which)
+        recon = [model.decode(model.encode(x[None]).mu)[0].float() for x in inputs]
+        columns.append((run.variant.name, recon))
+    fig = plt.figure(figsize=(2.6 * len(columns), 2.6 * len(idxs)))
+    for col, (title, clouds) in enumerate(columns):
+        for row, pts in enumerate(clouds):
+            ax = fig.add_subplot(len(idxs), len(columns), row * len(columns) + col + 1,
+                                 projection="3d")  # fmt: skip
+            p = pts.numpy()
+            ax.scatter(p[:, 0], p[:, 2], p[:, 1], s=1.5, c=p[:, 1], cmap="viridis")  # y up
+            ax.set_axis_off()
+            for setter in (ax.set_xlim, ax.set_ylim, ax.set_zlim):
+                setter(-lim, lim)
+            if row == 0:
+                ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------------------- report
+def _budget(rows: list[dict[str, Any]], config: str | None, overrides: list[str]) -> str:
+    from .config import load_config
+
+    cfg = load_config(config, overrides)
+    train_s = [_seconds(r["summary"]) for r in rows]
+    eval_s = [r["eval"]["seconds"] for r in rows]
+    steps = sorted({r["summary"]["step"] for r in rows})
+    return "\n".join([
+        f"- Data: `{cfg.data}` (classes_subset={cfg.classes_subset}, to_up={cfg.to_up}), "
+        f"{cfg.num_points} points per shape; train on `{cfg.train_split}`, evaluate on "
+        f"`{cfg.probe_split}` ({rows[0]['eval']['num_samples']} shapes).",
+        f"- Model: FoldingNet-VAE, latent {cfg.latent_dim}, k {cfg.k}, grid {cfg.grid_size}² = "
+        f"{cfg.grid_size**2} output points, obs_scale {cfg.obs_scale}, β {cfg.beta}, λ {cfg.lam} "
+        "(per row where the row sets it).",
+        f"- Budget per run: {cfg.epochs} epochs, batch {cfg.batch_size}, Adam lr {cfg.lr}, "
+        f"steps {', '.join(map(str, steps))}; threads per run {cfg.num_threads}.",
+        f"- Time: training {np.mean(train_s):.0f} s per run on average "
+        f"({sum(train_s) / 60:.1f} min in all), evaluation {np.mean(eval_s):.0f} s per run.",
+        f"- Augmentation t (the pair of vae+aug and cr): rotate {cfg.aug_rotate} "
+        f"±{cfg.aug_degrees:g}°, scale {cfg.aug_scale}, translate ±{cfg.aug_translate}, jitter "
+        f"σ {cfg.aug_jitter_sigma} (clip {cfg.aug_jitter_clip}).",
+    ])  # fmt: skip
+
+
+def write_report(
+    out: Path,
+    runs: list,
+    *,
+    config: str | None,
+    overrides: list[str],
+    which: str,
+    name: str = "report",
+    command: str = "crfold experiment table9",
+) -> Path:
+    """Writes ``<out>/<name>.md`` and its plots ``<name>_curves.png``, ``<name>_figure1.png``,
+    ``<name>_reconstructions.png`` (without the prefix for the default name, "report").
+
+    Args:
+        out: the experiment directory.
+        runs: the experiment's runs (:class:`crfold.experiment.Run`), all evaluated.
+        config, overrides: what every run was trained with (for the budget lines).
+        which: the checkpoint that was evaluated.
+        name: the report's name (several reports can share one experiment directory).
+        command: the command line that re-runs the experiment (quoted in the report).
+
+    Returns:
+        The path of the report.
+    """
+    rows = _load_results(runs)
+    variants = list(dict.fromkeys(r.variant for r in runs))
+    seeds = sorted({r.seed for r in runs})
+    first = [next(r for r in runs if r.variant == v) for v in variants]
+    prefix = "" if name == "report" else f"{name}_"
+    figures = {k: f"{prefix}{k}.png" for k in ("curves", "figure1", "reconstructions")}
+    _plot_curves(rows, variants, out / figures["curves"])
+    _plot_figure1(first, which, out / figures["figure1"])
+    _plot_reconstructions(first, which, out / figures["reconstructions"])
+    text = [
+        "# Table 9 on this data: FoldingNet-VAE + Aug vs CR-FoldingNet",
+        "",
+        f"Written by `crfold experiment table9` on {time.strftime('%Y-%m-%d %H:%M')}; "
+        f"{len(seeds)} seeds ({', '.join(map(str, seeds))}) per row, mean ± sample std "
+        f"(n − 1). Evaluated checkpoint: `{which}.pt`. Re-run (resumes, reuses finished runs):",
+        "",
+        f"    {command}",
+        "",
+        "## Table 9 (linear SVM on the codes, reconstruction Chamfer)",
+        "",
+        _table(rows, variants, MAIN),
+        "",
+        "## CR against the + Aug baseline",
+        "",
+        "Difference of the means over seeds, and Welch's two-sided t-test of it (unequal "
+        "variances). With 3 seeds a row, only differences of several seed standard deviations "
+        'reach p < 0.05; "no significant difference" is not evidence of equality.',
+        "",
+        _comparison(rows, variants),
+        "",
+        "## Representation",
+        "",
+        _table(rows, variants, REPRESENTATION),
+        "",
+        "## Latent consistency under held-out transforms (lower: more invariant)",
+        "",
+        "Mean ||mu(t(x)) − mu(x)|| divided by the mean distance between codes of different "
+        "shapes, and mean KL(q(z|t(x)) || q(z|x)); transforms in `eval.json` of each run.",
+        "",
+        _table(rows, variants, CONSISTENCY[: len(FAMILIES)]),
+        "",
+        _table(rows, variants, CONSISTENCY[len(FAMILIES) :]),
+        "",
+        "## Budget",
+        "",
+        _budget(rows, config, overrides),
+        "",
+        "## Figures",
+        "",
+        f"![training curves]({figures['curves']})",
+        "",
+        f"![Figure 1 analogue]({figures['figure1']})",
+        "",
+        f"![reconstructions]({figures['reconstructions']})",
+        "",
+        "## Per seed",
+        "",
+        _per_seed(rows),
+        "",
+    ]
+    path = out / f"{name}.md"
+    atomic_write_text(path, "\n".join(text))
+    return path

@@ -1,0 +1,163 @@
+"""crfold.eval_run / ``crfold eval``: every metric of a run in eval.json."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from crfold.cli import main
+from crfold.data.synthetic import SyntheticShapes
+from crfold.eval_run import (
+    EVAL_FILE,
+    FAMILIES,
+    consistency_families,
+    consistency_metrics,
+    evaluate_run,
+)
+from crfold.evaluate import encode_posteriors, load_run, open_split
+from crfold.experiment_report import format_eval
+from crfold.metrics import active_units
+from crfold.models.common import Posterior
+from crfold.train import train
+from tests.test_train import tiny
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    run = tmp_path_factory.mktemp("evalrun") / "run"
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    train(
+        tiny(run, "synthetic_train_shapes=20", "synthetic_test_shapes=10", "epochs=2"), quiet=True
+    )
+    torch.set_num_threads(before)
+    return run
+
+
+class RadialEncoder(torch.nn.Module):
+    """Codes from the sorted distances of the points to their centroid, projected to L dims.
+
+    Invariant to any rotation about the centroid and to translation, not to scaling.
+    """
+
+    def __init__(self, num_points: int, latent: int = 6):
+        super().__init__()
+        self.proj = torch.nn.Linear(num_points, latent)
+
+    def encode(self, x: torch.Tensor) -> Posterior:
+        r = (x - x.mean(dim=1, keepdim=True)).norm(dim=-1).sort(dim=1).values  # (B, N)
+        mu = self.proj(r)
+        return Posterior(mu, torch.full_like(mu, -2.0))
+
+
+def test_consistency_is_zero_for_an_encoder_invariant_to_the_transform():
+    data = SyntheticShapes("test", num_shapes=20, num_points=64, seed=0)
+    torch.manual_seed(0)
+    enc = RadialEncoder(64)
+    fams = consistency_families("y")
+    res = consistency_metrics(enc, data, fams, seed=3, batch_size=8)
+    assert list(res) == list(FAMILIES)
+    for name in ("rotation", "translation"):  # float32 rounding only
+        assert res[name]["relative_mu_distance"] < 1e-4, name
+        assert res[name]["kl"] < 1e-6, name
+    assert res["scale"]["relative_mu_distance"] > 0.05  # scaling changes every radius
+    assert res["jitter"]["relative_mu_distance"] > 1e-3
+    assert all(r["n"] == 20 and r["code_distance"] > 0 for r in res.values())
+
+
+def test_consistency_draws_are_seeded_per_family():
+    data = SyntheticShapes("test", num_shapes=12, num_points=64, seed=1)
+    enc = RadialEncoder(64)
+    fams = consistency_families("y")
+    alone = consistency_metrics(enc, data, {"scale": fams["scale"]}, seed=5, batch_size=4)
+    together = consistency_metrics(enc, data, fams, seed=5, batch_size=4)
+    other = consistency_metrics(enc, data, {"scale": fams["scale"]}, seed=6, batch_size=4)
+    assert alone["scale"] == together["scale"]  # independent of the other families
+    assert alone != other
+
+
+def test_an_autoencoder_has_no_mi_and_no_consistency_kl(tmp_path):
+    run = tmp_path / "ae"
+    train(tiny(run, "mode=ae"), quiet=True)
+    res = evaluate_run(run)
+    assert res["mutual_information"]["nats"] is None
+    assert all(c["kl"] is None and c["mu_distance"] >= 0 for c in res["consistency"].values())
+    text = format_eval(res)
+    assert "MI n/a" in text and "KL        n/a" in text
+
+
+def test_evaluate_run_writes_every_metric(run_dir):
+    res = evaluate_run(run_dir, which="last")
+    saved = json.loads((run_dir / EVAL_FILE).read_text())
+    assert saved["probe"]["svm"]["accuracy"] == res["probe"]["svm"]["accuracy"]
+    assert res["checkpoint"] == "last" and res["mode"] == "cr" and res["num_samples"] == 10
+    assert res["settings"] == {
+        "which": "last",
+        "data": None,
+        "overrides": [],
+        "families": list(FAMILIES),
+        "seed": 1234,
+        "mi_batch_size": None,
+    }
+    rec = res["reconstruction"]
+    assert rec["chamfer_foldingnet"] > 0 and rec["chamfer_squared"] > 0
+    for probe in ("svm", "logistic"):
+        assert 0.0 <= res["probe"][probe]["accuracy"] <= 1.0
+        assert res["probe"][probe]["n_train"] == 20 and res["probe"][probe]["n_test"] == 10
+    assert res["mutual_information"]["batch_size"] == 10
+    assert math.isfinite(res["mutual_information"]["nats"])
+    # active units agree with the metric on the same codes
+    model, cfg = load_run(run_dir, "last")
+    mu, _, _ = encode_posteriors(model, open_split(cfg, "test"))
+    assert res["active_units"]["count"] == active_units(mu)[0]
+    assert set(res["consistency"]) == set(FAMILIES) == set(res["transforms"])
+    for c in res["consistency"].values():
+        assert c["kl"] >= 0 and c["mu_distance"] >= 0 and c["n"] == 10
+
+
+def test_evaluate_run_is_reproducible_and_subsets_families(run_dir):
+    a = evaluate_run(run_dir, families=("jitter",), write=False)
+    b = evaluate_run(run_dir, families=("jitter",), write=False)
+    assert list(a["consistency"]) == ["jitter"]
+    assert a["consistency"] == b["consistency"] and a["probe"] == b["probe"]
+    with pytest.raises(ValueError, match="families"):
+        evaluate_run(run_dir, families=("shear",), write=False)
+
+
+def test_evaluate_run_on_other_data_changes_only_data_keys(run_dir):
+    res = evaluate_run(run_dir, overrides=["synthetic_test_shapes=12"], write=False)
+    assert res["num_samples"] == 12
+    res = evaluate_run(run_dir, data="synthetic", write=False)
+    assert res["data"] == "synthetic"
+    with pytest.raises(ValueError, match="only data keys.*latent_dim"):
+        evaluate_run(run_dir, overrides=["latent_dim=8"], write=False)
+    with pytest.raises(ValueError, match="key=value"):
+        evaluate_run(run_dir, overrides=["latent_dim"], write=False)
+
+
+def test_evaluate_run_names_a_missing_checkpoint(tmp_path):
+    with pytest.raises(FileNotFoundError, match="best.pt"):
+        evaluate_run(tmp_path / "nothing")
+
+
+def test_eval_command_prints_and_writes(run_dir, capsys):
+    (run_dir / EVAL_FILE).unlink(missing_ok=True)
+    assert main(["eval", str(run_dir), "--quiet", "--families", "rotation,scale"]) == 0
+    out = capsys.readouterr().out
+    assert "SVM" in out and "rotation" in out and "scale" in out and "jitter" not in out
+    assert json.loads((run_dir / EVAL_FILE).read_text())["checkpoint"] == "best"
+    assert main(["eval", str(run_dir), "--quiet", "--set", "num_points=8"]) == 2  # fewer than k + 1
+    assert main(["eval", str(run_dir), "--quiet", "--set", "lr=1"]) == 2
+    err = capsys.readouterr().err
+    assert "crfold eval: error" in err and "lr" in err
