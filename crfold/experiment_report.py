@@ -3,13 +3,8 @@
 ``report.md`` holds the Table-9-style table (linear-SVM accuracy and Chamfer), the representation
 metrics (logistic probe, MI, active units), the latent consistency per transform family, the
 per-seed numbers, a computed comparison of CR against the "+ Aug" baseline (Welch's t-test over
-seeds), the budget, and three figures:
-
-* ``curves.png``: training loss, consistency KL and validation Chamfer against the step;
-* ``figure1.png``: the paper's Figure 1 on this data, a 2-D PCA of mu(x) for a few test shapes and
-  of mu(t(x)) for random draws of the training augmentation t, with arrows from each mu(x) to its
-  mu(t(x)): short arrows mean an encoder that maps x and t(x) to the same place;
-* ``reconstructions.png``: test inputs and their reconstructions decode(mu(x)) per variant.
+seeds), the budget, and three figures (:mod:`crfold.experiment_plots`): training curves, the
+Figure-1 analogue and reconstructions.
 """
 
 from __future__ import annotations
@@ -21,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from .checkpoint import atomic_write_text
 from .eval_run import EVAL_FILE, FAMILIES
+from .experiment_plots import plot_curves, plot_figure1, plot_reconstructions
 
 __all__ = ["format_eval", "write_report"]
 
@@ -173,134 +168,6 @@ def _comparison(rows: list[dict[str, Any]], variants: list) -> str:
     return "\n".join(head + out)
 
 
-# ----------------------------------------------------------------------------- plots
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _plot_curves(rows: list[dict[str, Any]], variants: list, path: Path) -> None:
-    from .trainer_utils import read_metrics
-
-    plt = _plt()
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-    panels = [("train", "loss", "training loss (nats / shape)"),
-              ("train", "consistency", "KL(q(z|t(x)) || q(z|x)) (nats)"),
-              ("epoch", "val_chamfer", "validation Chamfer (FoldingNet)")]  # fmt: skip
-    for i, v in enumerate(variants):
-        color = f"C{i % 10}"
-        for j, r in enumerate(x for x in rows if x["run"].variant == v):
-            recs = read_metrics(r["run"].run_dir)
-            for ax, (kind, key, title) in zip(axes, panels):
-                pts = [(m["step"], m[key]) for m in recs if m.get("kind") == kind and key in m]
-                if pts:
-                    steps, vals = zip(*pts)
-                    ax.plot(steps, vals, color=color, alpha=0.8, lw=1,
-                            marker="o" if kind == "epoch" else None,
-                            label=v.name if j == 0 else None)  # fmt: skip
-                ax.set_title(title)
-                ax.set_xlabel("step")
-    axes[0].set_yscale("symlog")
-    axes[1].set_yscale("symlog")
-    axes[0].legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def _pick_shapes(labels: torch.Tensor, count: int) -> list[int]:
-    """The first test shape of each of ``count`` classes (spread over the label range)."""
-    classes = sorted(set(labels.tolist()))
-    chosen = [
-        classes[i] for i in np.linspace(0, len(classes) - 1, min(count, len(classes))).astype(int)
-    ]
-    return [int((labels == c).nonzero()[0]) for c in dict.fromkeys(chosen)]
-
-
-@torch.no_grad()
-def _figure1_panel(ax, run, which: str, shapes: int, draws: int, seed: int) -> None:
-    from .evaluate import encode_dataset, load_run
-    from .trainer_utils import build_transform, open_split, up_axis
-
-    model, cfg = load_run(run.run_dir, which)
-    test = open_split(cfg, cfg.probe_split)
-    mu, labels = encode_dataset(model, test)
-    mu_np = mu.double().numpy()
-    centre = mu_np.mean(0)
-    _, _, vt = np.linalg.svd(mu_np - centre, full_matrices=False)
-    proj = lambda z: (np.asarray(z, dtype=np.float64) - centre) @ vt[:2].T  # noqa: E731
-    ax.scatter(*proj(mu_np).T, s=3, c="0.85", label="mu(x), all test shapes")
-    t = build_transform(cfg, up_axis(cfg, test))
-    gen = torch.Generator().manual_seed(seed)
-    for i, idx in enumerate(_pick_shapes(labels, shapes)):
-        x = test[idx][0].unsqueeze(0).expand(draws, -1, -1).float()  # (draws, N, 3)
-        mu_t = model.encode(t(x, generator=gen)).mu.double().numpy()
-        p0, pt = proj(mu_np[idx : idx + 1])[0], proj(mu_t)
-        color = f"C{i % 10}"
-        for q in pt:
-            ax.annotate("", xy=q, xytext=p0, arrowprops={"arrowstyle": "->", "color": color,
-                                                          "lw": 0.8, "alpha": 0.7})  # fmt: skip
-        ax.scatter(*pt.T, s=10, color=color, alpha=0.7)
-        ax.scatter(*p0, s=60, color=color, edgecolors="k", marker="*",
-                   label=test.classes[int(labels[idx])])  # fmt: skip
-    ax.set_title(f"{run.variant.name} (seed {run.seed})")
-    ax.set_xlabel("PC 1 of mu(x)")
-    ax.set_ylabel("PC 2")
-
-
-def _plot_figure1(runs: list, which: str, path: Path, shapes: int = 5, draws: int = 8) -> None:
-    plt = _plt()
-    cols = min(len(runs), 3)
-    nrows = math.ceil(len(runs) / cols)
-    fig, axes = plt.subplots(nrows, cols, figsize=(5.5 * cols, 5 * nrows), squeeze=False)
-    for ax, run in zip(axes.flat, runs):
-        _figure1_panel(ax, run, which, shapes, draws, seed=0)
-    for ax in list(axes.flat)[len(runs) :]:
-        ax.axis("off")
-    axes.flat[0].legend(fontsize=7, loc="best")
-    fig.suptitle("mu(x) (stars) and mu(t(x)) for random training augmentations t (arrows)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-@torch.no_grad()
-def _plot_reconstructions(runs: list, which: str, path: Path, shapes: int = 4) -> None:
-    from .evaluate import load_run
-    from .trainer_utils import open_split
-
-    plt = _plt()
-    _, cfg = load_run(runs[0].run_dir, which)
-    test = open_split(cfg, cfg.probe_split)
-    idxs = _pick_shapes(torch.as_tensor(test.labels), shapes)
-    inputs = [test[i][0].float() for i in idxs]  # each (N, 3)
-    lim = 1.05 * max(float(x.abs().max()) for x in inputs)
-    columns = [("input", inputs)]
-    for run in runs:
-        model, _ = load_run(run.run_dir, which)
-        recon = [model.decode(model.encode(x[None]).mu)[0].float() for x in inputs]
-        columns.append((run.variant.name, recon))
-    fig = plt.figure(figsize=(2.6 * len(columns), 2.6 * len(idxs)))
-    for col, (title, clouds) in enumerate(columns):
-        for row, pts in enumerate(clouds):
-            ax = fig.add_subplot(len(idxs), len(columns), row * len(columns) + col + 1,
-                                 projection="3d")  # fmt: skip
-            p = pts.numpy()
-            ax.scatter(p[:, 0], p[:, 2], p[:, 1], s=1.5, c=p[:, 1], cmap="viridis")  # y up
-            ax.set_axis_off()
-            for setter in (ax.set_xlim, ax.set_ylim, ax.set_zlim):
-                setter(-lim, lim)
-            if row == 0:
-                ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
 # ----------------------------------------------------------------------------- report
 def _budget(rows: list[dict[str, Any]], config: str | None, overrides: list[str]) -> str:
     from .config import load_config
@@ -356,9 +223,9 @@ def write_report(
     first = [next(r for r in runs if r.variant == v) for v in variants]
     prefix = "" if name == "report" else f"{name}_"
     figures = {k: f"{prefix}{k}.png" for k in ("curves", "figure1", "reconstructions")}
-    _plot_curves(rows, variants, out / figures["curves"])
-    _plot_figure1(first, which, out / figures["figure1"])
-    _plot_reconstructions(first, which, out / figures["reconstructions"])
+    plot_curves([(r["run"].variant.name, r["run"].run_dir) for r in rows], out / figures["curves"])
+    plot_figure1(first, which, out / figures["figure1"])
+    plot_reconstructions(first, which, out / figures["reconstructions"])
     text = [
         "# Table 9 on this data: FoldingNet-VAE + Aug vs CR-FoldingNet",
         "",
