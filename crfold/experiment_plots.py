@@ -48,7 +48,8 @@ def plot_curves(runs: list[tuple[str, Path]], path: Path) -> None:
     colors = {name: f"C{i % 10}" for i, name in enumerate(dict.fromkeys(n for n, _ in runs))}
     labelled: set[str] = set()
     for name, run_dir in runs:
-        recs = read_metrics(run_dir)
+        # a run shorter than log_every and than an epoch (e.g. "untrained") logged nothing
+        recs = read_metrics(run_dir) if (Path(run_dir) / "metrics.jsonl").is_file() else []
         for ax, (kind, key, title) in zip(axes, panels):
             pts = [(m["step"], m[key]) for m in recs if m.get("kind") == kind and key in m]
             if pts:

@@ -135,36 +135,47 @@ def _welch(a: list[float], b: list[float]) -> tuple[float, float, float]:
     return float(res.statistic), float(df), float(res.pvalue)
 
 
-def _comparison(rows: list[dict[str, Any]], variants: list) -> str:
-    """CR against the "+ Aug" baseline per metric: difference of means, Welch's t-test."""
-    names = {v.name: v for v in variants}
-    if "cr" not in names or "vae+aug" not in names:
-        return "(No comparison: the table needs both the `cr` and the `vae+aug` rows.)"
+def _compare(a: list, b: list, fmt: str, higher: bool) -> tuple[str, str, str] | None:
+    """(difference, Welch's test, reading) of the values of row a against row b; None when
+    the metric does not apply."""
+    (ma, sa), (mb, sb) = _stats(a), _stats(b)
+    if math.isnan(ma) or math.isnan(mb):
+        return None
+    diff = ma - mb
+    if math.isnan(sa) or math.isnan(sb):
+        return f"{diff:+{fmt}}", "n/a", "n/a: needs at least 2 seeds per row"
+    if sa == 0 and sb == 0:
+        reading = "identical over seeds" if diff == 0 else "no seed spread: cannot test"
+        return f"{diff:+{fmt}}", "n/a", reading
+    t, df, p = _welch(a, b)
+    test = f"t = {t:+.2f}, df = {df:.1f}, p = {p:.3f}"
+    if p < 0.05:
+        reading = f"{'better' if (diff > 0) == higher else 'worse'} (p < 0.05)"
+    else:
+        reading = f"no significant difference ({'higher' if diff > 0 else 'lower'})"
+    return f"{diff:+{fmt}}", test, reading
+
+
+def _comparison(rows: list[dict[str, Any]], variants: list, baseline: str = "vae+aug") -> str:
+    """Every CR row (name starting with "cr") against the "+ Aug" baseline, per metric:
+    difference of the means over seeds and Welch's t-test."""
+    base = next((v for v in variants if v.name == baseline), None)
+    crs = [v for v in variants if v.name.startswith("cr")]
+    if base is None or not crs:
+        return f"(No comparison: the table needs a `cr` row and the `{baseline}` row.)"
     out = []
-    for label, get, fmt, higher in [*MAIN, *REPRESENTATION]:
-        a = [get(r["eval"]) for r in rows if r["run"].variant == names["cr"]]
-        b = [get(r["eval"]) for r in rows if r["run"].variant == names["vae+aug"]]
-        (ma, sa), (mb, sb) = _stats(a), _stats(b)
-        if math.isnan(ma) or math.isnan(mb):
-            continue
-        diff = ma - mb
-        if math.isnan(sa) or math.isnan(sb):
-            test, verdict = "n/a", "n/a: needs at least 2 seeds per row"
-        elif sa == 0 and sb == 0:
-            test = "n/a"
-            verdict = "identical over seeds" if diff == 0 else "no seed spread: cannot test"
-        else:
-            t, df, p = _welch(a, b)
-            test = f"t = {t:+.2f}, df = {df:.1f}, p = {p:.3f}"
-            better = (diff > 0) == higher
-            if p < 0.05:
-                verdict = f"CR {'better' if better else 'worse'} (p < 0.05)"
-            else:
-                verdict = f"no significant difference (CR {'higher' if diff > 0 else 'lower'})"
-        out.append(f"| {label} | {diff:+{fmt}} | {_cell(sa, math.nan, fmt)} / "
-                   f"{_cell(sb, math.nan, fmt)} | {test} | {verdict} |")  # fmt: skip
-    head = ["| Metric | CR − Aug | seed std CR / Aug | Welch's t-test | reading |",
-            "|---|---|---|---|---|"]  # fmt: skip
+    for v in crs:
+        for label, get, fmt, higher in [*MAIN, *REPRESENTATION]:
+            a = [get(r["eval"]) for r in rows if r["run"].variant == v]
+            b = [get(r["eval"]) for r in rows if r["run"].variant == base]
+            res = _compare(a, b, fmt, higher)
+            if res is not None:
+                spread = (
+                    f"{_cell(_stats(a)[1], math.nan, fmt)} / {_cell(_stats(b)[1], math.nan, fmt)}"
+                )
+                out.append(f"| {v.name} | {label} | {res[0]} | {spread} | {res[1]} | {res[2]} |")
+    head = [f"| Row | Metric | row − {baseline} | seed std row / {baseline} | Welch's t-test "
+            "| reading |", "|---|---|---|---|---|---|"]  # fmt: skip
     return "\n".join(head + out)
 
 
@@ -239,7 +250,7 @@ def write_report(
         "",
         _table(rows, variants, MAIN),
         "",
-        "## CR against the + Aug baseline",
+        "## CR against the + Aug baseline (vae+aug)",
         "",
         "Difference of the means over seeds, and Welch's two-sided t-test of it (unequal "
         "variances). With 3 seeds a row, only differences of several seed standard deviations "

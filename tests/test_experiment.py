@@ -81,10 +81,10 @@ def test_comparison_is_a_welch_test_against_the_seed_spread():
     rows = [_row(aug, 0.80, 0.05), _row(aug, 0.81, 0.06), _row(aug, 0.79, 0.05)]
     rows += [_row(cr, 0.90, 0.05), _row(cr, 0.91, 0.06), _row(cr, 0.89, 0.05)]
     text = _comparison(rows, [aug, cr])
-    svm = _line(text, "| Linear SVM")
+    svm = _line(text, "| cr | Linear SVM")
     # a = [90, 91, 89], b = [80, 81, 79]: t = 10 / sqrt(1/3 + 1/3) = 12.25, df = 4
-    assert "+10.0" in svm and "t = +12.25, df = 4.0" in svm and "CR better (p < 0.05)" in svm
-    cd = _line(text, "| Chamfer, Fold")
+    assert "+10.0" in svm and "t = +12.25, df = 4.0" in svm and "| better (p < 0.05)" in svm
+    cd = _line(text, "| cr | Chamfer, Fold")
     assert "t = +0.00" in cd and "no significant difference" in cd
     rows = [
         _row(aug, 0.80, 0.05),
@@ -93,12 +93,17 @@ def test_comparison_is_a_welch_test_against_the_seed_spread():
         _row(cr, 0.88, 0.04),
     ]
     text = _comparison(rows, [aug, cr])
-    assert "no significant difference (CR higher)" in _line(text, "| Linear SVM")
-    assert "no seed spread: cannot test" in _line(text, "| Chamfer, Fold")
-    assert "identical over seeds" in _line(text, "| MI")
+    assert "no significant difference (higher)" in _line(text, "| cr | Linear SVM")
+    assert "no seed spread: cannot test" in _line(text, "| cr | Chamfer, Fold")
+    assert "identical over seeds" in _line(text, "| cr | MI")
     one = _comparison([_row(aug, 0.8, 0.05), _row(cr, 0.9, 0.04)], [aug, cr])
-    assert "needs at least 2 seeds" in _line(one, "| Linear SVM")
+    assert "needs at least 2 seeds" in _line(one, "| cr | Linear SVM")
     assert "No comparison" in _comparison(rows[:2], [aug])
+    lam = Variant("cr lam=1", ())
+    rows += [_row(lam, 0.70, 0.05), _row(lam, 0.72, 0.05)]
+    text = _comparison(rows, [aug, cr, lam])
+    lam_svm = _line(text, "| cr lam=1 | Linear SVM")  # every cr row is compared to vae+aug
+    assert "| -14.0 | 1.4 / 7.1 | t = -2.75" in lam_svm and "no significant difference" in lam_svm
 
 
 def test_tables_show_na_for_metrics_that_do_not_apply_and_no_std_for_one_seed():
@@ -147,7 +152,7 @@ def test_table9_end_to_end_reports_and_resumes(tmp_path, capsys):
     for name in ("curves.png", "figure1.png", "reconstructions.png"):
         assert (out / name).stat().st_size > 10_000, name
         assert f"]({name})" in report
-    assert "| vae+aug |" in report and "| cr |" in report and "CR − Aug" in report
+    assert "| vae+aug |" in report and "| cr |" in report and "row − vae+aug" in report
     assert "rotation: shift / code dist." in report and "2 seeds (0, 1)" in report
     assert f"crfold experiment table9 --seeds 2 --out {out} --modes vae+aug,cr --jobs 2" in report
     runs = [out / "runs" / v / f"seed{s}" for v in ("vae-aug", "cr") for s in (0, 1)]
