@@ -23,15 +23,12 @@ exits.
 
 from __future__ import annotations
 
-import argparse
 import fcntl
 import json
 import os
-import shlex
 import signal
 import subprocess
 import sys
-import textwrap
 import threading
 import time
 from collections.abc import Iterator
@@ -43,9 +40,9 @@ from typing import Any
 
 from .config import TrainConfig, load_config, load_saved_config
 
-__all__ = ["Run", "Variant", "plan_variants", "run_experiment", "register"]
+__all__ = ["Run", "Variant", "plan_variants", "run_config", "run_experiment"]
 
-# Keys that do not change what a run computes: they may differ between the saved and the wanted config.
+# Keys that do not change what a run computes: saved and wanted configs may differ in them.
 RUNTIME_KEYS = ("run_dir", "num_threads", "num_workers", "device", "checkpoint_every")
 FINISHED = ("completed", "max_steps")
 # Table-5 ablation: one augmentation family at a time (the others off).
@@ -185,7 +182,7 @@ def _train_state(run: Run, wanted: TrainConfig) -> str:
 
 def _eval_current(run: Run, which: str) -> bool:
     """Whether the run's eval.json is of its current checkpoint, with the experiment's settings."""
-    from .eval_run import FAMILIES
+    from .eval_run import DEFAULT_SEED, FAMILIES
 
     path = run.run_dir / "eval.json"
     ckpt = run.run_dir / f"{which}.pt"
@@ -196,7 +193,7 @@ def _eval_current(run: Run, which: str) -> bool:
     except json.JSONDecodeError:
         return False
     wanted = {"which": which, "data": None, "overrides": [], "families": list(FAMILIES),
-              "seed": 1234, "mi_batch_size": None}  # fmt: skip
+              "seed": DEFAULT_SEED, "mi_batch_size": None}  # fmt: skip
     return settings == wanted
 
 
@@ -320,83 +317,3 @@ def run_experiment(
     return write_report(
         out, runs, config=config, overrides=overrides, which=which, name=report, command=command
     )
-
-
-def _floats(text: str) -> list[float]:
-    return [float(t) for t in text.split(",") if t.strip()]
-
-
-def _command_line(args: argparse.Namespace) -> str:
-    """The ``crfold experiment table9`` command that reproduces ``args`` (for the report)."""
-    parts = ["crfold experiment table9"]
-    parts += [f"--config {args.config}"] if args.config else []
-    parts += [f"--seeds {args.seeds}", f"--out {args.out}", f"--modes {args.modes}"]
-    parts += [f"--first-seed {args.first_seed}"] if args.first_seed else []
-    parts += [f"--lams {args.lams}"] if args.lams else []
-    parts += ["--ablation"] if args.ablation else []
-    parts += ["--untrained"] if args.untrained else []
-    parts += [f"--which {args.which}"] if args.which != "last" else []
-    parts += [f"--name {args.name}"] if args.name != "report" else []
-    return " ".join([*parts, f"--jobs {args.jobs}"]) + "".join(
-        f" {shlex.quote(o)}" for o in args.overrides
-    )
-
-
-def _cmd_table9(args: argparse.Namespace) -> int:
-    try:
-        variants = plan_variants(
-            [m.strip() for m in args.modes.split(",") if m.strip()],
-            lams=_floats(args.lams) if args.lams else None,
-            ablation=args.ablation,
-            untrained=args.untrained,
-        )
-        seeds = list(range(args.first_seed, args.first_seed + args.seeds))
-        if not args.name or any(c in args.name for c in "/\\ "):
-            raise ValueError(f"--name: expected a file name without spaces, got {args.name!r}")
-        report = run_experiment(
-            args.out, args.config, args.overrides, variants, seeds, args.jobs, args.which,
-            report=args.name, quiet=args.quiet, command=_command_line(args),
-        )  # fmt: skip
-    except (ValueError, FileNotFoundError, RuntimeError) as exc:
-        print(f"crfold experiment table9: error: {exc}", file=sys.stderr)
-        return 2 if isinstance(exc, (ValueError, FileNotFoundError)) else 1
-    except KeyboardInterrupt as exc:
-        print(f"crfold experiment table9: {exc}", file=sys.stderr)
-        return 130
-    print(f"wrote {report}")
-    return 0
-
-
-def register(sub) -> None:
-    """Adds ``crfold experiment table9`` to the ``crfold`` subcommands."""
-    p = sub.add_parser("experiment", help="multi-seed experiments with a report (table9)")
-    exp = p.add_subparsers(dest="experiment", metavar="EXPERIMENT", required=True)
-    t = exp.add_parser(
-        "table9",
-        help="FoldingNet-VAE + Aug vs CR-FoldingNet (and more) over seeds -> report.md",
-        description=textwrap.fill(
-            "Train each variant for each seed with the same config, data and budget, evaluate "
-            "every run (crfold eval: Chamfer, SVM/logistic probes, MI, AU, latent consistency) "
-            "and write OUT/report.md with a mean +- std table and plots. Rerun to resume.",
-            100,
-        ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    t.add_argument("--config", metavar="FILE", default=None, help="YAML config of every run")
-    t.add_argument("--out", default="runs/table9", help="experiment directory")
-    t.add_argument("--seeds", type=int, default=3, help="seeds per variant")
-    t.add_argument("--first-seed", type=int, default=0, help="seeds are first..first+seeds-1")
-    t.add_argument("--modes", default="vae+aug,cr", help="rows, from ae,vae,vae+aug,cr")
-    t.add_argument("--lams", default=None, help="Table-4 lambda sweep of cr, e.g. 0,0.01,0.1,1")
-    t.add_argument(
-        "--ablation", action="store_true", help="Table-5 rows: one augmentation family at a time"
-    )
-    t.add_argument(
-        "--untrained", action="store_true", help="add a 1-step encoder (random-feature reference)"
-    )
-    t.add_argument("--jobs", type=int, default=1, help="runs at the same time")
-    t.add_argument("--which", choices=("best", "last"), default="last", help="checkpoint evaluated")
-    t.add_argument("--name", default="report", help="report name: OUT/NAME.md (plots NAME_*.png)")
-    t.add_argument("--quiet", action="store_true", help="no progress lines")
-    t.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, all runs")
-    t.set_defaults(func=_cmd_table9)

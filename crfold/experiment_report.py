@@ -9,6 +9,7 @@ Figure-1 analogue and reconstructions.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable
@@ -57,7 +58,8 @@ def format_eval(res: dict[str, Any]) -> str:
     lines = [
         f"{res['run_dir']} ({res['checkpoint']}.pt, step {res['step']}, mode {res['mode']}): "
         f"{res['num_samples']} shapes of {res['split']}",
-        f"  Chamfer FoldingNet {rec['chamfer_foldingnet']:.5f}, squared {rec['chamfer_squared']:.5f}",
+        f"  Chamfer FoldingNet {rec['chamfer_foldingnet']:.5f}, "
+        f"squared {rec['chamfer_squared']:.5f}",
         f"  probes ({res['train_split']} -> {res['split']}): SVM {probe['svm']['accuracy']:.4f}, "
         f"logistic {probe['logistic']['accuracy']:.4f}",
         f"  MI {_num(res['mutual_information']['nats'], '.3f')} nats "
@@ -67,15 +69,14 @@ def format_eval(res: dict[str, Any]) -> str:
     ]
     for name, c in res["consistency"].items():
         lines.append(
-            f"    {name:<12} KL {_num(c['kl'], '.4g'):>10}   shift/dist {c['relative_mu_distance']:.4f}"
+            f"    {name:<12} KL {_num(c['kl'], '.4g'):>10}   "
+            f"shift/dist {c['relative_mu_distance']:.4f}"
         )
     return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------- tables
 def _load_results(runs: list) -> list[dict[str, Any]]:
-    import json
-
     rows = []
     for run in runs:
         ev = json.loads((run.run_dir / EVAL_FILE).read_text())
@@ -130,9 +131,7 @@ def _welch(a: list[float], b: list[float]) -> tuple[float, float, float]:
     from scipy import stats
 
     res = stats.ttest_ind(a, b, equal_var=False)
-    va, vb = np.var(a, ddof=1) / len(a), np.var(b, ddof=1) / len(b)
-    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
-    return float(res.statistic), float(df), float(res.pvalue)
+    return float(res.statistic), float(res.df), float(res.pvalue)
 
 
 def _compare(a: list, b: list, fmt: str, higher: bool) -> tuple[str, str, str] | None:

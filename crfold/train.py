@@ -327,8 +327,7 @@ class Trainer:
 
     def run(self) -> dict[str, Any]:
         """Trains to ``cfg.epochs`` (or ``cfg.max_steps``, or a signal); returns the summary."""
-        t_start, status = time.perf_counter(), "completed"
-        self.t_start = t_start
+        self.t_start, status = time.perf_counter(), "completed"
         n_batches = tu.batches_per_epoch(self.train_set, self.cfg, self.info)
         self.model.train()
         with tu.StopSignal(announce=self.main) as stop:
@@ -342,9 +341,9 @@ class Trainer:
                     break
         if status == "max_steps" and self.epoch >= self.cfg.epochs:
             status = "completed"
-        return self._finish(status, stop.signum, t_start)
+        return self._finish(status, stop.signum)
 
-    def _finish(self, status: str, signum: int | None, t_start: float) -> dict[str, Any]:
+    def _finish(self, status: str, signum: int | None) -> dict[str, Any]:
         """Final validation (unless interrupted), last.pt if not saved at this step, summary."""
         changed = False
         if status != "interrupted" and self.val_step != self.step:
@@ -367,7 +366,7 @@ class Trainer:
             **{k: v for k, v in self.last_train.items() if k in ("train_loss", "train_chamfer")},
             **self.last_val,
             "best_val_loss": None if self.best_val == math.inf else self.best_val,
-            "seconds": time.perf_counter() - t_start,
+            "seconds": time.perf_counter() - self.t_start,
             "total_seconds": self.total_seconds(),
         }
         if self.main:
