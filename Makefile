@@ -7,7 +7,7 @@ TORCH  ?= torch==2.13.0
 PY     := $(VENV)/bin/python
 NVCC   ?= nvcc
 
-.PHONY: venv test test-fast demo bench bench-train lint format cuda-check build clean
+.PHONY: venv test test-fast demo bench bench-busy bench-train lint format cuda-check cuda-build build clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,8 +30,12 @@ test-fast: build
 demo: build  ## CR-FoldingNet on the embedded shapes, then the SVM / logistic probes
 	$(PY) scripts/demo.py
 
-bench: build  ## the kNN / Chamfer op against its peers (one table)
+bench: build  ## the kNN / Chamfer op against its peers, then the max-pools against pure torch
 	$(PY) benchmarks/bench_chamfer.py
+	$(PY) benchmarks/bench_pool.py
+
+bench-busy: build  ## crfold's Chamfer at 1 vs 2 threads beside 2 busy processes, in rounds
+	$(PY) benchmarks/bench_chamfer.py --busy 2
 
 bench-train: build  ## training throughput: crfold vs a plain-PyTorch FoldingNet step
 	$(PY) benchmarks/bench_train.py
@@ -46,13 +50,22 @@ format: venv
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/clang-format -i crfold/ops/csrc/*.h crfold/ops/csrc/*.cpp crfold/ops/csrc/*.cu
 
-# Compile-only check of the CUDA kernels (no GPU needed): the .cu file includes no torch header.
+# Compile-only check of the CUDA kernels (no GPU needed): the .cu files include no torch header.
 cuda-check:
 	mkdir -p build/cuda-check
-	$(NVCC) -std=c++17 -O3 -Xcompiler -Wall \
-	  -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 \
-	  -c crfold/ops/csrc/knn_cuda.cu -o build/cuda-check/knn_cuda.o
-	@echo "nvcc compiled crfold/ops/csrc/knn_cuda.cu for sm_80 and sm_90"
+	for cu in crfold/ops/csrc/*.cu; do \
+	  $(NVCC) -std=c++17 -O3 -Xcompiler -Wall \
+	    -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 \
+	    -c $$cu -o build/cuda-check/$$(basename $$cu .cu).o || exit 1; \
+	  echo "nvcc compiled $$cu for sm_80 and sm_90"; \
+	done
+
+# The whole extension (kernels, glue, CPU kernels, bindings) compiled with -DWITH_CUDA and linked
+# against a CUDA torch wheel's headers and libraries, with no GPU and without importing that torch.
+# The wheel is $CRFOLD_CUDA_WHEEL (a .whl or a folder), fetched from PyPI into
+# ~/.cache/crfold/cuda-torch when absent (~530 MB). Outputs in build/cuda-build. Not run by CI.
+cuda-build:
+	NVCC=$(NVCC) $(PYTHON) scripts/cuda_build_check.py
 
 clean:
 	rm -rf build $(VENV) .pytest_cache .ruff_cache

@@ -16,15 +16,17 @@ Every figure a benchmark prints comes from these helpers, so all tables mean the
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import importlib
 import json
+import os
 import resource
 import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import torch
 
@@ -178,12 +180,13 @@ class IsolatedRunError(RuntimeError):
     """A child started by :func:`run_isolated` failed, timed out or reported nothing."""
 
 
-def run_isolated(args: Sequence[str], timeout: float) -> dict:
+def run_isolated(args: Sequence[str], timeout: float, env: Mapping[str, str] | None = None) -> dict:
     """Run ``python ARGS`` in a fresh interpreter and return the dict it reported.
 
     Args:
         args: the arguments after the interpreter, e.g. ``[script_path, "--cell", ...]``.
         timeout: seconds before the child is killed.
+        env: the child's environment (default: this process's).
 
     Returns:
         The dict the child printed with :func:`emit_result` (the last such line).
@@ -194,7 +197,9 @@ def run_isolated(args: Sequence[str], timeout: float) -> dict:
     """
     cmd = [sys.executable, *args]
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+        proc = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=timeout, check=False, env=env
+        )
     except subprocess.TimeoutExpired as exc:
         raise IsolatedRunError(f"timed out after {timeout:.0f} s") from exc
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT_MARK)]
@@ -202,6 +207,55 @@ def run_isolated(args: Sequence[str], timeout: float) -> dict:
         tail = "\n".join(proc.stderr.strip().splitlines()[-5:])
         raise IsolatedRunError(f"exit status {proc.returncode}: {tail}")
     return json.loads(lines[-1][len(RESULT_MARK) :])
+
+
+# A pure-Python busy loop. It checks every ~10-50 ms that the process that started it is still its
+# parent, so it also ends when that process dies without cleaning up (SIGKILL).
+_SPIN = """
+import os
+parent = os.getppid()
+while os.getppid() == parent:
+    for _ in range(1_000_000):
+        pass
+"""
+
+
+@contextlib.contextmanager
+def busy_processes(n: int) -> Iterator[list[subprocess.Popen]]:
+    """Keep ``n`` processes spinning on the CPU while the ``with`` block runs.
+
+    They stand for other jobs on a shared machine (one busy core each). They are killed and
+    reaped when the block ends, also on an exception or Ctrl-C.
+
+    Args:
+        n: number of spinning processes (0: none).
+
+    Yields:
+        The started processes (``Popen``), e.g. to check that they are gone afterwards.
+    """
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    procs: list[subprocess.Popen] = []
+    try:
+        for _ in range(n):
+            procs.append(subprocess.Popen([sys.executable, "-c", _SPIN], stdin=subprocess.DEVNULL))
+        yield procs
+    finally:
+        for p in procs:
+            p.kill()
+        for p in procs:
+            p.wait()
+
+
+def environ_with(**overrides: str | None) -> dict[str, str]:
+    """A copy of ``os.environ`` with ``overrides`` applied (a None value removes the variable)."""
+    env = dict(os.environ)
+    for key, value in overrides.items():
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = value
+    return env
 
 
 def fmt_ms(seconds: float | None) -> str:

@@ -1,38 +1,42 @@
-"""Training-throughput benchmark: FoldingNet-VAE steps on crfold's ops vs a plain-PyTorch step.
+"""Training-throughput benchmark: crfold's FoldingNet-VAE step against a plain-PyTorch step.
 
-Prints ONE GitHub-markdown table with a row per (mode, implementation) and the columns mode,
-implementation, samples/s, step ms, speedup vs plain. The crfold backend
-(``crfold.ops.backend()``), the settings and a loss-agreement check are printed above it.
+Prints ONE GitHub-markdown table with a row per (size, mode, implementation) and the columns
+size, mode, implementation, samples/s, step ms, speedup vs plain. The crfold backend, the
+resolved ``amp=auto`` dtype, the settings and a loss-agreement check are printed above it.
 
-    python benchmarks/bench_train.py                     # 2048 points, batch 16, ae / vae / cr
-    python benchmarks/bench_train.py --modes cr --steps 10 --device cuda
+    python benchmarks/bench_train.py                          # paper and table9 sizes, vae and cr
+    python benchmarks/bench_train.py --sizes paper --modes vae --steps 5
+    python benchmarks/bench_train.py --sizes 8x1024x128x23    # B x points x latent x grid side
 
-One optimizer step = forward + loss + backward + Adam step (lr 1e-4, weight decay 1e-6) of
-:class:`crfold.models.FoldingNetVAE` (FoldingNet's architecture: 12-channel input, k = 16
-graph, 45² grid) on one fixed batch of the embedded synthetic shapes (data loading excluded):
+Sizes: ``paper`` is FoldingNet's (B = 16 clouds of 2048 points, latent 512, 45² grid), ``table9``
+the CPU size of ``configs/table9_modelnet10.yaml`` (B = 8 clouds of 256 points, latent 128, 16²
+grid); k = 16 in both.
 
-* ``ae``: z = mu, loss = Chamfer NLL (``vae_objective`` with a zero KL);
-* ``vae``: a reparameterized z, ``vae_objective(model.reconstruction_nll(...), gaussian_kl(...))``;
-* ``cr``: also t(x) from ``default_cr_transform()`` (drawn each step), ``cr_objective`` with
-  beta = 1, lambda = 0.1: two encoder and decoder passes per step. samples/s counts x only.
+One optimizer step is the training step of ``crfold train``: :func:`crfold.train_steps.compute_terms`
+(``cr``: x and t(x) through one forward of 2B clouds; beta 1, lambda 0.1), backward, Adam (lr 1e-4,
+weight decay 1e-6), on one fixed batch of the embedded synthetic shapes (data loading excluded).
+The implementations run the very same model class, initial weights, batch and random draws:
 
-Implementations, on the very same model class, initial weights, batch and random draws:
+* ``plain``: float32 and PyTorch ops only, what a plain-PyTorch FoldingNet does: a dense kNN graph
+  (``torch.cdist`` of every cloud with itself, diagonal masked, ``topk``), the graph max-pool in
+  pure torch (:func:`crfold.ops.reference.graph_max_pool_reference`: argmax without autograd,
+  then a gather of the winners; cheaper in memory than a differentiable gather + max), and a
+  dense Chamfer (``torch.cdist``, squared, min in both directions). The three functions are swapped
+  in with ``unittest.mock.patch`` for the duration of the step (so is the logged Chamfer metric,
+  with cdist); every layer stays as it is.
+* ``crfold-fp32``: the model as shipped on crfold's compiled ops (kNN, Chamfer, graph max-pool),
+  float32.
+* ``crfold``: the same with crfold's default precision, ``amp=auto``: bf16 autocast on CUDA and on
+  CPUs with native bf16 matmul (AVX512-BF16 or AMX), float32 elsewhere
+  (:func:`crfold.amp.amp_dtype`). kNN, Chamfer and the losses stay float32.
 
-* ``crfold``: the model as shipped: the encoder's kNN graph from ``crfold.ops.knn_points``
-  (compiled kernel) and ``model.reconstruction_nll`` (``crfold.ops.chamfer_distance``).
-* ``plain``: what a plain-PyTorch FoldingNet does: a dense kNN graph (``torch.cdist`` of every
-  cloud with itself, the diagonal masked, ``topk``) and a dense Chamfer (``torch.cdist`` between
-  reconstruction and input, squared, min in both directions). The encoder builds its graph by
-  calling ``crfold.models.foldingnet.knn_excluding_self``; the plain step swaps that one function
-  (``unittest.mock.patch.object``, for the duration of the step) and leaves every layer as is.
-
-Measurement: one warm-up step per implementation (it also builds the kNN extension on first
-use, ~30 s, cached), then ``--steps`` timed steps, alternating crfold and plain step by step so
-that load from other processes hits both alike; the figure is the median step
-(``time.perf_counter``, ``torch.cuda.synchronize`` around each step on CUDA). samples/s =
-batch / median step; speedup = plain step / crfold step. Before timing, the two losses are
-computed once (no gradient, on the first 4 clouds) on the same weights and draws; their relative
-difference is printed (~1e-7 in float32: the implementations compute the same objective).
+Measurement: ``--warmup`` untimed steps per implementation (the first also builds the extension,
+~30 s, cached), then ``--steps`` timed steps, alternating the implementations step by step so that
+load from other processes hits them alike; the figure is the median step (``time.perf_counter``,
+``torch.cuda.synchronize`` around each step on CUDA). samples/s = B / median step (x only, not
+t(x)); speedup = plain step / this step. Before timing, the losses are computed once without
+gradient on the same weights and draws; their relative differences to plain are printed (~1e-7 for
+crfold-fp32: the same objective; ~1e-3 for bf16).
 """
 
 from __future__ import annotations
@@ -43,23 +47,42 @@ import copy
 import math
 import statistics
 import sys
+from dataclasses import dataclass
 from unittest import mock
 
 import _common as common
 import torch
 
-from crfold.consistency import cr_objective, gaussian_kl, vae_objective
+from crfold import train_steps
+from crfold.amp import amp_dtype
+from crfold.config import TrainConfig
 from crfold.data.synthetic import make_synthetic
 from crfold.models import FoldingNetVAE, foldingnet
-from crfold.ops import backend
+from crfold.ops import backend, reference
 from crfold.transforms import default_cr_transform
 
 MODES = ("ae", "vae", "cr")
-IMPLS = ("crfold", "plain")
-HEADER = ("mode", "implementation", "samples/s", "step ms", "speedup vs plain")
+IMPLS = ("plain", "crfold-fp32", "crfold")
+HEADER = ("size", "mode", "implementation", "samples/s", "step ms", "speedup vs plain")
 LR, WEIGHT_DECAY = 1e-4, 1e-6  # FoldingNet / the paper's Adam settings
 BETA, LAM = 1.0, 0.1
-AGREEMENT_BATCH = 4  # clouds of the batch on which the two losses are compared
+K = 16
+AGREEMENT_BATCH = 4  # clouds of the batch on which the losses are compared
+
+
+@dataclass(frozen=True)
+class Size:
+    name: str
+    batch: int
+    points: int
+    latent: int
+    grid: int
+
+
+PRESETS = {
+    "paper": Size("paper", 16, 2048, 512, 45),
+    "table9": Size("table9", 8, 256, 128, 16),
+}
 
 
 def dense_knn_excluding_self(x: torch.Tensor, k: int) -> torch.Tensor:
@@ -77,36 +100,48 @@ def cdist_chamfer_sum(recon: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return d.min(dim=2).values.sum(dim=1) + d.min(dim=1).values.sum(dim=1)  # (B,)
 
 
+def cdist_foldingnet_chamfer(recon: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Plain FoldingNet metric (the step's logged Chamfer, no gradient): (B,) via cdist."""
+    d = torch.cdist(recon, x).square()  # (B, M, N)
+    m_r = torch.sqrt(d.min(dim=2).values + foldingnet.FOLDINGNET_EPS).mean(dim=1)
+    m_x = torch.sqrt(d.min(dim=1).values + foldingnet.FOLDINGNET_EPS).mean(dim=1)
+    return torch.maximum(m_r, m_x)
+
+
+def _plain_nll(self: FoldingNetVAE, recon: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """(B,) Chamfer NLL in nats with the dense Chamfer (the model's Gaussian scale)."""
+    return cdist_chamfer_sum(recon, x) / (2.0 * self.obs_scale**2)
+
+
 def _ops(impl: str):
-    """Context in which the model's encoder uses ``impl``'s kNN graph."""
-    if impl == "crfold":
+    """Context in which the model runs on ``impl``'s ops."""
+    if impl != "plain":
         return contextlib.nullcontext()
-    return mock.patch.object(foldingnet, "knn_excluding_self", dense_knn_excluding_self)
+    stack = contextlib.ExitStack()
+    stack.enter_context(
+        mock.patch.object(foldingnet, "knn_excluding_self", dense_knn_excluding_self)
+    )
+    stack.enter_context(
+        mock.patch.object(foldingnet, "graph_max_pool", reference.graph_max_pool_reference)
+    )
+    stack.enter_context(mock.patch.object(FoldingNetVAE, "reconstruction_nll", _plain_nll))
+    stack.enter_context(
+        mock.patch.object(train_steps, "foldingnet_chamfer", cdist_foldingnet_chamfer)
+    )
+    return stack
 
 
-def _recon_nll(model: FoldingNetVAE, recon: torch.Tensor, x: torch.Tensor, impl: str):
-    """(B,) Chamfer NLL in nats with ``impl``'s Chamfer (the same Gaussian scale)."""
-    if impl == "crfold":
-        return model.reconstruction_nll(recon, x)
-    return cdist_chamfer_sum(recon, x) / (2.0 * model.obs_scale**2)
+def impl_dtype(impl: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of ``impl`` on ``device`` (None: float32)."""
+    return amp_dtype("auto", device) if impl == "crfold" else None
 
 
 def objective(model, x, mode: str, impl: str, transform, generator) -> dict[str, torch.Tensor]:
     """The training loss terms of one batch ``x`` (B, N, 3) for ``mode`` with ``impl``'s ops."""
+    cfg = TrainConfig(mode=mode, beta=BETA, lam=LAM, k=model.k)
     with _ops(impl):
-        out = model(x, generator)
-        nll = _recon_nll(model, out.recon, x, impl)  # (B,)
-        if mode == "ae":
-            return vae_objective(nll, torch.zeros_like(nll))
-        kl = gaussian_kl(out.posterior.mu, out.posterior.logvar)  # (B,)
-        if mode == "vae":
-            return vae_objective(nll, kl, beta=BETA)
-        x_aug = transform(x, generator=generator)  # (B, N, 3)
-        out_aug = model(x_aug, generator)
-        nll_aug = _recon_nll(model, out_aug.recon, x_aug, impl)
-        kl_aug = gaussian_kl(out_aug.posterior.mu, out_aug.posterior.logvar)
-        return cr_objective(
-            nll, kl, nll_aug, kl_aug, out.posterior, out_aug.posterior, beta=BETA, lam=LAM
+        return train_steps.compute_terms(
+            model, x, cfg, transform, generator, amp_dtype=impl_dtype(impl, x.device)
         )
 
 
@@ -132,21 +167,23 @@ def make_batch(batch: int, points: int, device, seed: int = 0) -> torch.Tensor:
     return torch.from_numpy(x[:batch]).to(device)
 
 
-def loss_agreement(model, x, mode: str, transform, seed: int) -> float:
-    """|crfold loss - plain loss| / |plain loss| on the same weights and random draws."""
+def loss_agreement(model, x, mode: str, transform, seed: int) -> dict[str, float]:
+    """|impl loss - plain loss| / |plain loss| on the same weights and draws, per crfold impl."""
     values = {}
     for impl in IMPLS:
         gen = torch.Generator(x.device).manual_seed(seed)
         with torch.no_grad():
             values[impl] = float(objective(model, x, mode, impl, transform, gen)["loss"])
-    return abs(values["crfold"] - values["plain"]) / max(abs(values["plain"]), 1e-30)
+    plain = values["plain"]
+    return {impl: abs(values[impl] - plain) / max(abs(plain), 1e-30) for impl in IMPLS[1:]}
 
 
-def bench_mode(args, mode: str, x: torch.Tensor) -> tuple[dict[str, float], float]:
-    """Median step seconds per implementation and the loss agreement, for one mode."""
+def bench_cell(args, size: Size, mode: str, device) -> tuple[dict[str, float], dict[str, float]]:
+    """Median step seconds per implementation and the loss agreements, for one size and mode."""
+    x = make_batch(size.batch, size.points, device, args.seed)  # (B, N, 3)
     torch.manual_seed(args.seed)
-    model = FoldingNetVAE(latent_dim=args.latent, k=args.k, grid_size=args.grid, mode=mode)
-    model.to(x.device).train()
+    model = FoldingNetVAE(latent_dim=size.latent, k=K, grid_size=size.grid, mode=mode)
+    model.to(device).train()
     transform = default_cr_transform()
     agreement = loss_agreement(model, x[:AGREEMENT_BATCH], mode, transform, args.seed)
     steps = {
@@ -158,19 +195,27 @@ def bench_mode(args, mode: str, x: torch.Tensor) -> tuple[dict[str, float], floa
     times: dict[str, list[float]] = {impl: [] for impl in IMPLS}
     for _ in range(args.steps):
         for impl, step in steps.items():
-            times[impl].append(common.time_call(step, x.device))
+            times[impl].append(common.time_call(step, device))
     return {impl: statistics.median(t) for impl, t in times.items()}, agreement
 
 
-def table_rows(results: dict[str, dict[str, float]], batch: int) -> list[list[str]]:
-    """Rows of the table from median step seconds ``results[mode][impl]``."""
+def table_rows(results: dict[tuple[str, str], dict[str, float]], sizes) -> list[list[str]]:
+    """Rows of the table from median step seconds ``results[(size, mode)][impl]``."""
+    batch = {s.name: s.batch for s in sizes}
     rows = []
-    for mode, per_impl in results.items():
+    for (size, mode), per_impl in results.items():
         for impl in IMPLS:
             seconds = per_impl[impl]
             speedup = per_impl["plain"] / seconds
             rows.append(
-                [mode, impl, f"{batch / seconds:.2f}", common.fmt_ms(seconds), f"{speedup:.2f}x"]
+                [
+                    size,
+                    mode,
+                    impl,
+                    f"{batch[size] / seconds:.2f}",
+                    common.fmt_ms(seconds),
+                    f"{speedup:.2f}x",
+                ]
             )
     return rows
 
@@ -182,32 +227,46 @@ def _positive(text: str) -> int:
     return value
 
 
+def parse_size(text: str) -> Size:
+    """``paper``, ``table9`` or ``BxNxLxG`` (batch, points, latent, grid side)."""
+    if text in PRESETS:
+        return PRESETS[text]
+    parts = text.split("x")
+    try:
+        b, n, latent, g = (int(p) for p in parts)
+    except ValueError:
+        raise ValueError(f"a size is paper, table9 or BxNxLxG, got {text!r}") from None
+    if min(b, latent) < 1 or n < K + 1 or g < 2:
+        raise ValueError(f"size {text!r}: need B, L >= 1, N >= {K + 1}, G >= 2")
+    return Size(text, b, n, latent, g)
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description="FoldingNet-VAE training samples/s: crfold ops vs a plain-PyTorch step.",
+        description="FoldingNet-VAE training samples/s: crfold against a plain-PyTorch step.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--points", type=_positive, default=2048, help="points per input cloud")
-    parser.add_argument("--batch", type=_positive, default=16, help="clouds per step")
+    parser.add_argument(
+        "--sizes", default="paper,table9", help="comma-separated: paper, table9 or BxNxLxG"
+    )
+    parser.add_argument("--modes", default="vae,cr", help="comma-separated of ae,vae,cr")
     parser.add_argument("--steps", type=_positive, default=3, help="timed steps per cell")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps per cell first")
-    parser.add_argument("--latent", type=_positive, default=512, help="latent dim L")
-    parser.add_argument("--grid", type=_positive, default=45, help="decoder grid side")
-    parser.add_argument("--k", type=_positive, default=16, help="encoder kNN graph size")
-    parser.add_argument("--modes", default=",".join(MODES), help="comma-separated of ae,vae,cr")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if present)")
     parser.add_argument("--seed", type=int, default=0, help="weights, data and draws")
     args = parser.parse_args(argv)
+    try:
+        args.sizes = [parse_size(s.strip()) for s in args.sizes.split(",") if s.strip()]
+    except ValueError as exc:
+        parser.error(f"--sizes: {exc}")
+    if not args.sizes:
+        parser.error("--sizes: give at least one size")
     args.modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     bad = [m for m in args.modes if m not in MODES]
     if bad or not args.modes:
         parser.error(f"--modes must be a comma-separated subset of {MODES}, got {bad or 'none'}")
     if args.warmup < 0:
         parser.error(f"--warmup must be >= 0, got {args.warmup}")
-    if args.k < 2 or args.points < args.k + 1:
-        parser.error(f"need --k >= 2 and --points >= k + 1, got k={args.k}, points={args.points}")
-    if args.grid < 2:
-        parser.error(f"--grid must be >= 2, got {args.grid}")
     if args.device is None:
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.device not in ("cpu", "cuda") or (
@@ -219,23 +278,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    print(f"crfold backend: {backend()}")  # builds (or loads) the kNN extension before timing
+    print(f"crfold backend: {backend()}")  # builds (or loads) the extension before timing
     device = torch.device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    auto = amp_dtype("auto", device)
+    sizes = "; ".join(
+        f"{s.name} = B {s.batch} x {s.points} points, latent {s.latent}, grid {s.grid}x{s.grid}"
+        for s in args.sizes
+    )
     print(
-        f"# device {name} ({torch.get_num_threads()} threads), batch {args.batch} x "
-        f"{args.points} points, grid {args.grid}x{args.grid}, latent {args.latent}, k {args.k}, "
+        f"# device {name} ({torch.get_num_threads()} threads); crfold amp=auto -> "
+        f"{'float32' if auto is None else str(auto).replace('torch.', '')}; k {K}; {sizes}; "
         f"median of {args.steps} steps after {args.warmup} warm-up"
     )
-    x = make_batch(args.batch, args.points, device, args.seed)  # (B, N, 3)
     results, agreements = {}, []
-    for mode in args.modes:
-        results[mode], agreement = bench_mode(args, mode, x)
-        agreements.append(f"{mode} {agreement:.1e}")
-    print(
-        "# loss agreement crfold vs plain (relative, same weights/draws): " + ", ".join(agreements)
-    )
-    print(common.format_table(HEADER, table_rows(results, args.batch), "markdown"))
+    for size in args.sizes:
+        for mode in args.modes:
+            results[(size.name, mode)], agreement = bench_cell(args, size, mode, device)
+            agreements += [f"{size.name}/{mode}/{impl} {v:.1e}" for impl, v in agreement.items()]
+    print("# loss agreement vs plain (relative, same weights/draws): " + ", ".join(agreements))
+    print(common.format_table(HEADER, table_rows(results, args.sizes), "markdown"))
     return 0
 
 

@@ -25,6 +25,8 @@ from typing import Any
 
 import yaml
 
+from .amp import AMP_CHOICES
+
 __all__ = [
     "TrainConfig",
     "coerce_value",
@@ -36,7 +38,6 @@ __all__ = [
 
 MODES = ("ae", "vae", "vae+aug", "cr")  # as crfold.models.foldingnet.MODES
 ROTATIONS = ("up", "x", "y", "z", "so3")
-AMP_CHOICES = ("bf16", "fp16", "none")
 _NONE_WORDS = ("none", "null", "~", "")
 _TRUE_WORDS = ("true", "yes", "on", "1")
 _FALSE_WORDS = ("false", "no", "off", "0")
@@ -104,7 +105,9 @@ class TrainConfig:
     # --- runtime
     seed: int = _f(0, "seed of the initialization, shuffling, augmentation and sampling")
     device: str = _f("auto", "auto (cuda if available, else cpu) | cpu | cuda | cuda:N")
-    amp: str = _f("bf16", "autocast on CUDA: bf16 | fp16 | none (CPU always float32)")
+    amp: str = _f(
+        "auto", "auto (bf16 on CUDA and on CPUs with native bf16, else fp32) | bf16 | fp16 | none"
+    )
     num_workers: int = _f(0, "DataLoader worker processes")
     num_threads: int | None = _f(None, "CPU threads of torch (None: torch's default)")
     run_dir: str | None = _f(None, "run directory; None: runs/<date-time>-<mode>")

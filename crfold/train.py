@@ -33,6 +33,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from . import trainer_utils as tu
+from .amp import amp_dtype
 from .checkpoint import (
     atomic_write_json,
     get_rng_state,
@@ -48,7 +49,6 @@ __all__ = ["CHECKPOINT_FORMAT", "Trainer", "default_run_dir", "format_summary", 
 CHECKPOINT_FORMAT = "crfold.train/1"
 CONFIG_FILE = "config.yaml"
 SUMMARY_FILE = "summary.json"
-_AMP = {"bf16": torch.bfloat16, "fp16": torch.float16}
 _SHORT = {"loss": "loss", "recon": "rec", "kl": "kl", "consistency": "cons", "chamfer": "cd"}
 
 
@@ -105,8 +105,7 @@ class Trainer:
         self.optimizer = torch.optim.Adam(
             self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay
         )
-        use_amp = self.device.type == "cuda" and cfg.amp != "none"
-        self.amp_dtype = _AMP[cfg.amp] if use_amp else None
+        self.amp_dtype = amp_dtype(cfg.amp, self.device)
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
         self.epoch = self.batch_in_epoch = self.step = 0
         self.best_val = math.inf

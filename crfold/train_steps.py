@@ -6,25 +6,18 @@ modes); :func:`validate` the loss and Chamfer metric over a split with z = mu, n
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 import torch
 
+from .amp import autocast
 from .config import TrainConfig
 from .consistency import cr_objective, gaussian_kl, vae_objective
 from .models.common import Posterior
 from .models.foldingnet import FoldingNetVAE, foldingnet_chamfer
 from .trainer_utils import DistInfo, all_reduce_sum
 
-__all__ = ["autocast", "compute_terms", "validate"]
-
-
-def autocast(device: torch.device, dtype: torch.dtype | None):
-    """``torch.autocast`` to ``dtype`` on ``device``, or a no-op context when dtype is None."""
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=dtype)
+__all__ = ["compute_terms", "validate"]
 
 
 def compute_terms(
@@ -45,7 +38,7 @@ def compute_terms(
         transform: the pair transform t (needed by ``vae+aug`` and ``cr``).
         generator: draws of t and of z (on x's device).
         forward: the callable running the forward pass (the DDP wrapper), default ``model``.
-        amp_dtype: autocast dtype on CUDA (None: float32); losses are computed in float32.
+        amp_dtype: autocast dtype (None: float32); losses are computed in float32.
 
     Returns:
         0-d tensors (batch means, nats): ``loss`` (with grad), ``recon``, ``kl``,

@@ -24,6 +24,7 @@ from typing import Any
 
 import yaml
 
+from crfold.amp import AMP_CHOICES
 from crfold.config import (  # the shared typed override parser
     apply_overrides,
     parse_override,
@@ -75,6 +76,11 @@ class ImageConfig:
     seed: int = _f(0, "seed of the initialization, shuffling, binarization, augmentation, z")
     device: str = _f("auto", "auto | cpu | cuda | cuda:N")
     threads: int = _f(0, "torch and BLAS/OpenMP threads of a run; 0: the libraries' defaults")
+    amp: str = _f(
+        "none",
+        "training autocast (crfold.amp): auto (bf16 on CUDA and on CPUs with native bf16, else "
+        "fp32) | bf16 | fp16 (CUDA only, with a grad scaler) | none; evaluation is float32",
+    )
     # --- evaluation (crfold.metrics)
     eval_samples: int = _f(5000, "importance samples S of the IW-NLL")
     eval_chunk: int = _f(500, "IW samples decoded per call")
@@ -96,6 +102,7 @@ class ImageConfig:
             "likelihood": ("auto", "bernoulli", "gaussian", "logistic"),
             "kl_estimator": ("analytic", "mc"),
             "padding_mode": ("zeros", "border", "reflection"),
+            "amp": AMP_CHOICES,
         }
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:

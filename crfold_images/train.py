@@ -15,6 +15,11 @@ result without training; on an unfinished one (or with more ``epochs``) it resum
 Per step: images (uint8) -> [0, 1]; in modes aug/cr/triplet t(x) is drawn on the [0, 1] images
 (per-image affine); for the Bernoulli likelihood x and t(x) are then binarized independently
 (dynamic binarization); the loss is :func:`crfold_images.models.objectives.image_vae_loss`.
+
+Mixed precision (``amp``, :mod:`crfold.amp`): the loss of a training step runs under autocast to
+``amp_dtype(cfg.amp, device)`` (bfloat16, float16 with a gradient scaler on CUDA, or none); the
+model returns its posterior parameters and likelihood parameters in float32, so the likelihood,
+the KL terms and the loss are float32. Validation and the final evaluation run in float32.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from crfold.amp import amp_dtype, autocast
 from crfold.checkpoint import atomic_write_json, load_checkpoint, save_checkpoint
 from crfold.trainer_utils import RunLog, StopSignal, derive_seed, resolve_device, step_generator
 from crfold_images.config import ImageConfig
@@ -40,10 +46,12 @@ __all__ = ["build_model", "build_transform", "load_splits", "train_run"]
 
 CHECKPOINT_FORMAT = "crfold_images-1"
 RESULT_FILE = "result.json"
-# Keys that may differ when resuming: evaluation and runtime keys, and ``epochs`` (a finished
-# run can be extended; its result is recomputed). Every other key must match the saved run.
+# Keys that may differ when resuming: evaluation and runtime keys (``amp`` too, like ``device``:
+# the precision of the arithmetic, not the model), and ``epochs`` (a finished run can be extended;
+# its result is recomputed). Every other key must match the saved run.
 _EVAL_KEYS = {"eval_samples", "eval_chunk", "eval_max_images", "eval_batch_size",
-              "mi_batch_size", "probe_max_train", "samples_grid", "threads", "device"}  # fmt: skip
+              "mi_batch_size", "probe_max_train", "samples_grid", "threads", "device",
+              "amp"}  # fmt: skip
 _RESUMABLE_KEYS = _EVAL_KEYS | {"epochs"}
 
 
@@ -106,6 +114,8 @@ class _Run:
         torch.manual_seed(derive_seed(cfg.seed, 0xC0DE))
         self.model = build_model(cfg, self.splits).to(self.device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
+        self.amp_dtype = amp_dtype(cfg.amp, self.device)  # None: float32
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
         self.epoch = self.batch_in_epoch = self.step = 0
         self.train_seconds = 0.0
         last = run_dir / "last.pt"
@@ -119,6 +129,8 @@ class _Run:
                 )
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
+            if self.scaler is not None and state.get("scaler"):
+                self.scaler.load_state_dict(state["scaler"])
             self.epoch, self.batch_in_epoch = state["epoch"], state["batch_in_epoch"]
             self.step, self.train_seconds = state["step"], state["train_seconds"]
             if self.epoch > cfg.epochs:
@@ -137,6 +149,7 @@ class _Run:
                 "config": self.cfg.to_dict(),
                 "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(),
+                "scaler": None if self.scaler is None else self.scaler.state_dict(),
                 "epoch": self.epoch,
                 "batch_in_epoch": self.batch_in_epoch,
                 "step": self.step,
@@ -154,10 +167,16 @@ class _Run:
             x_aug = None if x_aug is None else binarize(x_aug, g)
         else:
             x = x01
-        terms = image_vae_loss(self.model, x, x_aug, self.loss_cfg, g)
+        with autocast(self.device, self.amp_dtype):  # the model's outputs come back float32
+            terms = image_vae_loss(self.model, x, x_aug, self.loss_cfg, g)
         self.optimizer.zero_grad(set_to_none=True)
-        terms["loss"].backward()
-        self.optimizer.step()
+        if self.scaler is None:
+            terms["loss"].backward()
+            self.optimizer.step()
+        else:  # float16 on CUDA
+            self.scaler.scale(terms["loss"]).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
         self.step += 1
         return {k: float(v.detach()) for k, v in terms.items()}
 

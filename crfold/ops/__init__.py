@@ -1,9 +1,20 @@
-"""Batched kNN and Chamfer distance on a compiled primitive (C++ CPU kernel, CUDA kernel).
+"""Batched kNN, Chamfer distance and FoldingNet's graph max-pool on compiled primitives (C++ CPU
+kernels, CUDA kernels).
 
->>> from crfold.ops import knn_points, chamfer_distance, backend
+>>> from crfold.ops import knn_points, chamfer_distance, graph_max_pool, backend
 """
 
 from .chamfer import chamfer_distance, safe_sqrt
 from .knn import KNN, backend, knn_gather, knn_points
+from .pool import global_max_pool, graph_max_pool
 
-__all__ = ["KNN", "backend", "chamfer_distance", "knn_gather", "knn_points", "safe_sqrt"]
+__all__ = [
+    "KNN",
+    "backend",
+    "chamfer_distance",
+    "global_max_pool",
+    "graph_max_pool",
+    "knn_gather",
+    "knn_points",
+    "safe_sqrt",
+]

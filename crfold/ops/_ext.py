@@ -1,4 +1,4 @@
-"""Builds (just in time, cached) and loads the compiled kNN extension exactly once.
+"""Builds (just in time, cached) and loads the compiled extension (kNN, graph max-pool) once.
 
 The extension is compiled with ``torch.utils.cpp_extension.load`` on first use and cached under
 ``$CRFOLD_CACHE`` (default ``~/.cache/crfold``) in a folder keyed by the hash of the sources, the
@@ -23,8 +23,13 @@ from pathlib import Path
 import torch
 
 CSRC = Path(__file__).parent / "csrc"
-CPU_SOURCES = ["knn_cpu.cpp", "kdtree_cpu.cpp", "bindings.cpp"]
-CUDA_SOURCES = ["knn_cuda.cu", "knn_cuda_glue.cpp"]
+CPU_SOURCES = ["knn_cpu.cpp", "kdtree_cpu.cpp", "pool_cpu.cpp", "bindings.cpp"]
+CUDA_SOURCES = [
+    "knn_cuda.cu",
+    "knn_cuda_glue.cpp",
+    "pool_cuda.cu",
+    "pool_cuda_glue.cpp",
+]
 
 _lock = threading.Lock()
 _loaded: bool | None = None

@@ -81,7 +81,7 @@ def _compiled_for(device_type: str) -> bool:
     if not _warned:
         why = _ext.build_error or f"the extension was built without {device_type}"
         warnings.warn(
-            f"crfold.ops: using the slow pure-torch reference kNN ({why})",
+            f"crfold.ops: using the slow pure-torch reference ops ({why})",
             RuntimeWarning,
             stacklevel=3,
         )

@@ -131,3 +131,35 @@ def chamfer_distance_reference(
     d_xy = torch.where((mx & (ly > 0)[:, None]).to(d.device), d_xy, torch.zeros_like(d_xy))
     d_yx = torch.where((my & (lx > 0)[:, None]).to(d.device), d_yx, torch.zeros_like(d_yx))
     return d_xy, d_yx
+
+
+def graph_max_pool_reference(features: torch.Tensor, neighbours: torch.Tensor) -> torch.Tensor:
+    """Reference of the compiled graph max-pool: the channel-wise max over each point and its
+    neighbours, the gradient going to the first maximal candidate (the point itself first).
+
+    Args:
+        features: (B, N, C) float features.
+        neighbours: (B, N, k) int64 indices into dim 1, in [0, N) (no padding).
+
+    Returns:
+        (B, N, C) in the dtype of ``features``, differentiable with respect to it.
+    """
+    # Each channel's winner is found without autograd (argmax returns the first maximal index,
+    # NaN counting as the largest), then only the winners are gathered, so the backward is an
+    # O(B N C) scatter instead of the O(B N k C) one of a differentiable gather + amax.
+    B, N, _ = features.shape
+    with torch.no_grad():
+        own = torch.arange(N, device=features.device).view(1, N, 1).expand(B, N, 1)
+        cand = torch.cat([own, neighbours], dim=2)  # (B, N, k + 1)
+        batch = torch.arange(B, device=features.device).view(-1, 1, 1)
+        arg = features.detach()[batch, cand].argmax(dim=2)  # (B, N, C) into k + 1
+        win = cand.gather(2, arg)  # (B, N, C) winning point per channel
+    return features.gather(1, win)
+
+
+def global_max_pool_reference(features: torch.Tensor) -> torch.Tensor:
+    """Reference of the compiled global max-pool: (B, N, C) -> (B, C), the gradient going to the
+    first maximal point of each (cloud, channel) (NaN counting as the largest)."""
+    with torch.no_grad():
+        win = features.detach().argmax(dim=1, keepdim=True)  # (B, 1, C) first maximal point
+    return features.gather(1, win).squeeze(1)

@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from crfold.amp import AMP_CHOICES
 from crfold.config import apply_overrides, parse_override
 from crfold_images.models.nvae import LIKELIHOODS, NVAEArch
 from crfold_images.models.nvae_eval import FEATURES
@@ -25,7 +26,6 @@ __all__ = ["DATASETS", "MODES", "NVAETrainConfig", "load_nvae_config"]
 
 MODES = ("nvae", "cr-nvae")
 DATASETS = ("mnist", "fashion_mnist", "cifar10", "celeba64", "random")
-AMP = ("bf16", "fp16", "none")
 
 
 def _f(default: Any, help: str) -> Any:  # noqa: A002 - mirrors argparse's name
@@ -90,7 +90,11 @@ class NVAETrainConfig:
     seed: int = _f(0, "seed of the initialisation, augmentation, binarization and sampling")
     device: str = _f("auto", "auto | cpu | cuda | cuda:N")
     num_threads: int | None = _f(None, "torch intra-op CPU threads (None: torch's default)")
-    amp: str = _f("bf16", "CUDA autocast: bf16 | fp16 (with a grad scaler) | none")
+    amp: str = _f(
+        "none",
+        "training autocast (crfold.amp): auto (bf16 on CUDA and on CPUs with native bf16, else "
+        "fp32) | bf16 | fp16 (CUDA only, with a grad scaler) | none; evaluation is float32",
+    )
     run_dir: str | None = _f(None, "run directory; None: runs/nvae-<dataset>-<mode>")
     log_every: int = _f(50, "steps between records in metrics.jsonl")
     ckpt_every: int = _f(500, "steps between checkpoints (always one at the end)")
@@ -101,7 +105,7 @@ class NVAETrainConfig:
             ("dataset", DATASETS),
             ("likelihood", LIKELIHOODS),
             ("cr_path", CR_PATHS),
-            ("amp", AMP),
+            ("amp", AMP_CHOICES),
             ("probe_features", FEATURES),
         ):
             if getattr(self, key) not in choices:

@@ -5,8 +5,10 @@
 One loop for both modes (``mode=nvae`` | ``mode=cr-nvae``): Adamax with a linear learning-rate
 warm-up then a cosine decay, the KL warm-up and balancing of
 :mod:`crfold_images.models.nvae_objective`, spectral + BN regularisation weighted by
-``spectral_lambda`` (one power iteration per step), CUDA autocast (bf16, or fp16 with a grad
-scaler) with latent parameters, KLs and log-likelihoods in float32. Binarized data are
+``spectral_lambda`` (one power iteration per step), autocast of the training step to
+``crfold.amp.amp_dtype(amp, device)`` (bf16 on CUDA or CPU, or fp16 with a grad scaler on CUDA)
+with latent parameters, KLs and log-likelihoods in float32; the evaluation runs in float32.
+Binarized data are
 re-binarized every step (dynamic binarization); the test set is binarized once with
 ``data_seed``. t(x) is drawn from :func:`crfold_images.transforms.paper_augmentation` on the grey
 or colour image before binarization / quantisation.
@@ -31,6 +33,7 @@ import torch
 import yaml
 from tqdm import tqdm
 
+from crfold.amp import amp_dtype, autocast
 from crfold.checkpoint import (
     atomic_write_json,
     atomic_write_text,
@@ -89,10 +92,8 @@ class Trainer:
         self.opt = torch.optim.Adamax(
             self.model.parameters(), lr=cfg.lr, eps=cfg.adamax_eps, weight_decay=cfg.weight_decay
         )
-        cuda = self.device.type == "cuda"
-        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
-        self.use_amp = cuda and self.amp_dtype is not None
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp and cfg.amp == "fp16")
+        self.amp_dtype = amp_dtype(cfg.amp, self.device)  # None: float32
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.gen = torch.Generator(device=self.device).manual_seed(cfg.seed)
         self.aug = paper_augmentation(cfg.aug) if cfg.mode == "cr-nvae" else None
         n = self.data.train_x.shape[0]
@@ -155,7 +156,7 @@ class Trainer:
         grey = self._batch(self.step)
         x = self._observe(grey)
         x_aug = self._observe(self.aug(grey, generator=self.gen)) if self.aug else None
-        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.use_amp):
+        with autocast(self.device, self.amp_dtype):  # latents, KLs, log p(x|z) stay float32
             terms, _ = nvae_objective(
                 model,
                 x,

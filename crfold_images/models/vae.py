@@ -8,6 +8,10 @@ network serves the VAE, the IWAE and the beta-VAE: they differ only in the objec
 
 Inputs x are (B, C, S, S) float in [0, 1]; for the Bernoulli likelihood they must already be
 binarized (0/1), for the discretized logistic multiples of 1/255.
+
+Under autocast (``amp``, :mod:`crfold.amp`) the nets run in bfloat16 / float16, but ``encode``
+returns float32 posterior parameters, ``decode`` float32 likelihood parameters, and ``recon_nll``
+runs with autocast off: latents, KL terms and log-likelihoods are always float32.
 """
 
 from __future__ import annotations
@@ -84,16 +88,16 @@ class ImageVAE(nn.Module):
             raise ValueError(f"x must be floating point in [0, 1], got {x.dtype}")
 
     def encode(self, x: torch.Tensor) -> Posterior:
-        """q(z|x): mu, logvar (B, L) for x (B, C, S, S) in [0, 1]."""
+        """q(z|x): float32 mu, logvar (B, L) for x (B, C, S, S) in [0, 1]."""
         self._check(x)
-        mu, logvar = self.encoder(x)
-        return Posterior(mu, logvar)
+        mu, logvar = self.encoder(x)  # (B, L) each, the autocast dtype under autocast
+        return Posterior(mu.float(), logvar.float())
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Likelihood parameters (B, K*C, S, S) for z (B, L)."""
+        """Float32 likelihood parameters (B, K*C, S, S) for z (B, L)."""
         if z.dim() != 2 or z.shape[1] != self.latent_dim:
             raise ValueError(f"z must be (B, {self.latent_dim}), got {tuple(z.shape)}")
-        return self.decoder(z)
+        return self.decoder(z).float()
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> VAEOutput:
         """Encode, draw one z ~ q(z|x), decode: VAEOutput(recon params, posterior, z (B, L))."""
@@ -102,8 +106,9 @@ class ImageVAE(nn.Module):
         return VAEOutput(self.decode(z), post, z)
 
     def recon_nll(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """(B,) -log p(x|z) in nats, summed over channels and pixels."""
-        return self.likelihood.nll(params, x)
+        """(B,) float32 -log p(x|z) in nats, summed over channels and pixels."""
+        with torch.autocast(params.device.type, enabled=False):
+            return self.likelihood.nll(params.float(), x.float())
 
     def log_weights_from(
         self, x: torch.Tensor, post: Posterior, z: torch.Tensor, chunk: int = 256

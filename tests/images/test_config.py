@@ -52,3 +52,12 @@ def test_shipped_configs_load(name):
     path = Path(__file__).resolve().parents[2] / "configs" / f"{name}.yaml"
     cfg = load_image_config(path)
     assert isinstance(cfg, ImageConfig)
+
+
+def test_amp_choices_are_crfolds():
+    from crfold.amp import AMP_CHOICES
+
+    for amp in AMP_CHOICES:  # "fp16" is a valid setting; only a CPU run refuses it
+        assert load_image_config(None, [f"amp={amp}"]).amp == amp
+    with pytest.raises(ValueError, match="amp"):
+        load_image_config(None, ["amp=fp8"])

@@ -128,6 +128,34 @@ def test_config_overrides_are_typed_and_checked() -> None:
         tiny_config("groups_per_scale=[1,1,1,1,1,1]")
 
 
+def test_bf16_autocast_on_cpu_trains_with_float32_losses(tmp_path: Path) -> None:
+    trainer = Trainer(tiny_config("mode=cr-nvae", "amp=bf16"), tmp_path, tiny_data())
+    assert trainer.amp_dtype == torch.bfloat16 and not trainer.scaler.is_enabled()
+    stem_dtypes = []
+    trainer.model.stem.register_forward_hook(lambda m, i, o: stem_dtypes.append(o.dtype))
+    for _ in range(2):
+        record = trainer.train_step()
+        assert record["finite"] and all(math.isfinite(v) for v in record.values()), record
+    assert set(stem_dtypes) == {torch.bfloat16}  # the convs did run in bf16
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = trainer.model(trainer._observe(trainer._batch(0)))
+    for t in (out.params, out.kl, out.log_px, out.log_q, out.posteriors[-1].logvar):
+        assert t.dtype == torch.float32  # latent parameters, KLs and log-probs stay float32
+
+
+def test_amp_settings(tmp_path: Path) -> None:
+    from crfold.amp import AMP_CHOICES, amp_dtype
+
+    for amp in AMP_CHOICES:  # "fp16" is a valid setting; only a CPU run refuses it
+        assert tiny_config(f"amp={amp}").amp == amp
+    with pytest.raises(ValueError, match="amp"):
+        tiny_config("amp=fp8")
+    auto = Trainer(tiny_config("amp=auto"), tmp_path / "auto", tiny_data())
+    assert auto.amp_dtype == amp_dtype("auto", "cpu")  # bf16 where the CPU has native bf16
+    with pytest.raises(ValueError, match="fp16 needs a CUDA device"):
+        Trainer(tiny_config("amp=fp16"), tmp_path / "fp16", tiny_data())
+
+
 def test_learning_rate_schedule() -> None:
     assert learning_rate(0, 100, 10, 1e-2, 1e-4) == pytest.approx(1e-3)
     assert learning_rate(9, 100, 10, 1e-2, 1e-4) == pytest.approx(1e-2)
@@ -142,7 +170,8 @@ def test_learning_rate_schedule() -> None:
 def test_mixed_precision_step_on_cuda(tmp_path: Path, amp: str) -> None:
     cfg = tiny_config("mode=cr-nvae", "device=cuda", f"amp={amp}")
     trainer = Trainer(cfg, tmp_path, tiny_data())
-    assert trainer.use_amp
+    assert trainer.amp_dtype == {"bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+    assert trainer.scaler.is_enabled() == (amp == "fp16")
     record = trainer.train_step()
     assert record["finite"] and math.isfinite(record["loss"])
     with torch.autocast("cuda", dtype=trainer.amp_dtype):

@@ -7,19 +7,19 @@
 // so the computed bound never exceeds the computed distance of any point inside the box. A node
 // is skipped only when its bound is strictly larger than the current K-th distance, so an equal
 // distance with a lower index is never missed.
-#include <ATen/Parallel.h>
-
 #include <algorithm>
 #include <numeric>
 #include <vector>
 
 #include "knn.h"
 #include "knn_common.h"
+#include "parallel_cpu.h"
 
 namespace crfold {
 namespace {
 
 constexpr int64_t kLeafSize = 16;
+constexpr int64_t kTreeQueryBlock = 64;  // queries per work item of the tree search
 
 template <typename T>
 struct KdTree {
@@ -142,15 +142,17 @@ void kdtree_forward(const at::Tensor& p1, const at::Tensor& p2, const int64_t* l
   int64_t* oi = idx.data_ptr<int64_t>();
   std::vector<KdTree<T>> trees(B);
   const int64_t build_grain = std::max<int64_t>(1, (int64_t(1) << 16) / std::max<int64_t>(P2, 1));
-  at::parallel_for(0, B, build_grain, [&](int64_t begin, int64_t end) {
-    for (int64_t b = begin; b < end; ++b) {
-      if (l2[b] > 0) trees[b].build(x2 + b * P2 * D, l2[b], D);
-    }
+  parallel_for_dynamic(B, build_grain, [&](int64_t b) {
+    if (l2[b] > 0) trees[b].build(x2 + b * P2 * D, l2[b], D);
   });
-  at::parallel_for(0, B * P1, 256, [&](int64_t begin, int64_t end) {
-    for (int64_t w = begin; w < end; ++w) {
-      const int64_t b = w / P1;
-      if (w % P1 >= l1[b] || l2[b] == 0) continue;
+  // Parallel from 256 queries on, as many as a thread would take under a static split.
+  const int64_t blocks = (P1 + kTreeQueryBlock - 1) / kTreeQueryBlock;
+  parallel_for_dynamic(B * blocks, 256 / kTreeQueryBlock, [&](int64_t item) {
+    const int64_t b = item / blocks;
+    if (l2[b] == 0) return;
+    const int64_t i0 = (item % blocks) * kTreeQueryBlock;
+    const int64_t i1 = std::min(l1[b], i0 + kTreeQueryBlock);
+    for (int64_t w = b * P1 + i0; w < b * P1 + i1; ++w) {
       const int count = trees[b].query(x1 + w * D, K, od + w * K, oi + w * K);
       for (int k = count; k < K; ++k) {
         od[w * K + k] = T(0);

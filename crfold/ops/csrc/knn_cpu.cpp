@@ -1,7 +1,5 @@
-// CPU kNN: blocked brute force (vectorized distance loop, at::parallel_for over query blocks),
-// a kd-tree for large target clouds (kdtree_cpu.cpp), and a deterministic backward.
-#include <ATen/Parallel.h>
-
+// CPU kNN: blocked brute force (vectorized distance loop, threads taking query blocks as they
+// free up), a kd-tree for large target clouds (kdtree_cpu.cpp), and a deterministic backward.
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
@@ -11,13 +9,16 @@
 
 #include "knn.h"
 #include "knn_common.h"
+#include "parallel_cpu.h"
 
 namespace crfold {
 namespace {
 
-constexpr int64_t kQueryBlock = 32;  // queries per parallel work item
-// Valid targets from which the kd-tree beats the brute force (measured on 2 AVX-512 cores:
-// benchmarks/bench_knn_threshold.py); CRFOLD_KDTREE_MIN overrides both for experiments.
+constexpr int64_t kQueryBlock = 32;  // queries per work item of the forward
+constexpr int64_t kRowBlock = 256;   // query rows per work item of the p1 backward
+// Valid targets from which the kd-tree beats the brute force: timed by hand against the brute
+// force over target counts on 2 AVX-512 cores (no script in the repository reproduces it);
+// CRFOLD_KDTREE_MIN overrides both, e.g. to re-measure on another machine.
 constexpr int64_t kKdTreeMinK1 = 12288;
 constexpr int64_t kKdTreeMinKn = 256;
 constexpr int kKdTreeMaxD = 8;
@@ -215,30 +216,28 @@ void forward_brute(const at::Tensor& p1, const at::Tensor& p2, const int64_t* l1
   const int64_t nblocks = divup(P1, kQueryBlock);
   const int64_t grain =
       std::max<int64_t>(1, kMinPairsPerTask / (kQueryBlock * std::max<int64_t>(P2, 1)));
-  at::parallel_for(0, B * nblocks, grain, [&](int64_t begin, int64_t end) {
-    for (int64_t w = begin; w < end; ++w) {
-      const int64_t b = w / nblocks;
-      const int64_t i0 = (w % nblocks) * kQueryBlock;
-      const int64_t i1 = std::min(l1[b], i0 + kQueryBlock);
-      const int64_t n2 = l2[b];
-      if (i0 >= i1 || n2 == 0) continue;
-      switch (D) {
+  parallel_for_dynamic(B * nblocks, grain, [&](int64_t w) {
+    const int64_t b = w / nblocks;
+    const int64_t i0 = (w % nblocks) * kQueryBlock;
+    const int64_t i1 = std::min(l1[b], i0 + kQueryBlock);
+    const int64_t n2 = l2[b];
+    if (i0 >= i1 || n2 == 0) return;
+    switch (D) {
 #define CRFOLD_CASE(DV)                                               \
   case DV:                                                            \
     brute_block<T, DV>(pp1, ps, P1, P2, D, K, b, i0, i1, n2, od, oi); \
     break;
-        CRFOLD_CASE(1)
-        CRFOLD_CASE(2)
-        CRFOLD_CASE(3)
-        CRFOLD_CASE(4)
-        CRFOLD_CASE(5)
-        CRFOLD_CASE(6)
-        CRFOLD_CASE(7)
-        CRFOLD_CASE(8)
+      CRFOLD_CASE(1)
+      CRFOLD_CASE(2)
+      CRFOLD_CASE(3)
+      CRFOLD_CASE(4)
+      CRFOLD_CASE(5)
+      CRFOLD_CASE(6)
+      CRFOLD_CASE(7)
+      CRFOLD_CASE(8)
 #undef CRFOLD_CASE
-        default:
-          brute_block<T, 0>(pp1, ps, P1, P2, D, K, b, i0, i1, n2, od, oi);
-      }
+      default:
+        brute_block<T, 0>(pp1, ps, P1, P2, D, K, b, i0, i1, n2, od, oi);
     }
   });
 }
@@ -273,12 +272,15 @@ void backward_impl(const at::Tensor& grad, const at::Tensor& p1, const at::Tenso
   const int64_t* ix = idx.data_ptr<int64_t>();
   T* o1 = g1.data_ptr<T>();
   T* o2 = g2.data_ptr<T>();
-  // grad p1: each query owns its row, summed over k in order.
+  // grad p1: each query owns its row, summed over k in order. A work item is kRowBlock rows of
+  // one cloud; grain (in rows) is the fewest rows worth a thread.
   const int64_t grain = std::max<int64_t>(256, kMinPairsPerTask / 64 / std::max<int64_t>(K * D, 1));
-  at::parallel_for(0, B * P1, grain, [&](int64_t begin, int64_t end) {
-    for (int64_t w = begin; w < end; ++w) {
-      const int64_t b = w / P1;
-      if (w % P1 >= l1[b]) continue;
+  const int64_t row_blocks = divup(P1, kRowBlock);
+  parallel_for_dynamic(B * row_blocks, divup(grain, kRowBlock), [&](int64_t item) {
+    const int64_t b = item / row_blocks;
+    const int64_t i0 = (item % row_blocks) * kRowBlock;
+    const int64_t i1 = std::min(l1[b], i0 + kRowBlock);
+    for (int64_t w = b * P1 + i0; w < b * P1 + i1; ++w) {
       for (int64_t k = 0; k < K; ++k) {
         const int64_t j = ix[w * K + k];
         if (j < 0) continue;
@@ -295,19 +297,17 @@ void backward_impl(const at::Tensor& grad, const at::Tensor& p1, const at::Tenso
   const int64_t chunks =
       small ? 1 : std::max<int64_t>(1, std::min<int64_t>(P2, divup(2 * at::get_num_threads(), B)));
   const int64_t len = divup(std::max<int64_t>(P2, 1), chunks);
-  at::parallel_for(0, B * chunks, small ? B * chunks : 1, [&](int64_t begin, int64_t end) {
-    for (int64_t w = begin; w < end; ++w) {
-      const int64_t b = w / chunks;
-      const int64_t j0 = (w % chunks) * len, j1 = std::min(P2, j0 + len);
-      for (int64_t i = 0; i < l1[b]; ++i) {
-        const int64_t q = b * P1 + i;
-        for (int64_t k = 0; k < K; ++k) {
-          const int64_t j = ix[q * K + k];
-          if (j < j0 || j >= j1) continue;
-          const T gg = g[q * K + k];
-          for (int64_t d = 0; d < D; ++d) {
-            o2[(b * P2 + j) * D + d] -= pair_grad(gg, x1[q * D + d], x2[(b * P2 + j) * D + d]);
-          }
+  parallel_for_dynamic(B * chunks, small ? B * chunks : 1, [&](int64_t w) {
+    const int64_t b = w / chunks;
+    const int64_t j0 = (w % chunks) * len, j1 = std::min(P2, j0 + len);
+    for (int64_t i = 0; i < l1[b]; ++i) {
+      const int64_t q = b * P1 + i;
+      for (int64_t k = 0; k < K; ++k) {
+        const int64_t j = ix[q * K + k];
+        if (j < j0 || j >= j1) continue;
+        const T gg = g[q * K + k];
+        for (int64_t d = 0; d < D; ++d) {
+          o2[(b * P2 + j) * D + d] -= pair_grad(gg, x1[q * D + d], x2[(b * P2 + j) * D + d]);
         }
       }
     }

@@ -3,10 +3,10 @@
 // themselves (knn_cuda.cu) see raw pointers only.
 #ifdef WITH_CUDA
 #include <ATen/ATen.h>
-#include <ATen/cuda/CUDAContext.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/index_put.h>
 #include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
 #include "knn.h"
@@ -37,7 +37,11 @@ std::tuple<at::Tensor, at::Tensor> knn_forward_cuda(const at::Tensor& p1_in,
   const int D = static_cast<int>(p1.size(2));
   at::Tensor dists = at::zeros({B, P1, K}, p1.options());
   at::Tensor idx = at::full({B, P1, K}, -1, p1.options().dtype(at::kLong));
-  const int sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
+  // Not at::cuda::getCurrentDeviceProperties(): its header (ATen/cuda/CUDAContext.h) includes
+  // the cuBLAS/cuSPARSE/cuSOLVER headers, which a pip-installed CUDA toolkit may not have.
+  int sms = 0;
+  check_cuda(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, p1.get_device()),
+             "cudaDeviceGetAttribute");
   const cuda::KnnPlan plan = cuda::knn_forward_plan(B, P1, P2, static_cast<int>(K), sms);
   at::Tensor ws_d, ws_i;
   if (plan.workspace > 0) {

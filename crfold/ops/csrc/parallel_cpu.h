@@ -1,0 +1,72 @@
+// Dynamic work distribution for the CPU kernels: every parallel loop of knn_cpu.cpp and
+// kdtree_cpu.cpp goes through parallel_for_dynamic().
+//
+// Why not at::parallel_for: with the OpenMP backend it hands each thread one fixed, equal share.
+// When another process holds a core, the thread on it is descheduled for whole time slices while
+// the others finish their shares and wait at the end of the region, so a call can take many
+// times longer than on one thread. Here the threads take small work items from a shared counter:
+// the threads that run take over the work of one that does not, which holds at most one item.
+#pragma once
+
+#include <ATen/Parallel.h>
+#include <c10/util/ParallelGuard.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <exception>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+namespace crfold {
+
+// Calls fn(item) exactly once for every item in [0, n_items), in any order and on any thread, so
+// fn must write only what its item owns (results then do not depend on the number of threads).
+//
+// grain has the meaning of at::parallel_for's: the loop runs on the calling thread, without
+// starting a parallel region, unless n_items > grain, and it uses at most n_items / grain threads
+// (so grain is the fewest items worth a thread). Also inline inside another parallel region.
+// An exception thrown by fn stops the other threads from taking new items and is rethrown here.
+template <typename F>
+void parallel_for_dynamic(int64_t n_items, int64_t grain, const F& fn) {
+  if (n_items <= 0) return;
+  at::internal::lazy_init_num_threads();
+  const int64_t threads =
+      std::min<int64_t>(at::get_num_threads(),
+                        (n_items + std::max<int64_t>(grain, 1) - 1) / std::max<int64_t>(grain, 1));
+#ifdef _OPENMP
+  if (n_items > grain && threads > 1 && !at::in_parallel_region()) {
+    std::atomic<int64_t> next{0};
+    std::atomic_flag failed = ATOMIC_FLAG_INIT;
+    std::exception_ptr error;
+    // No num_threads clause (a team smaller than the pool makes libgomp tear threads down and
+    // recreate them, pytorch#32008): surplus team members take no items.
+#pragma omp parallel
+    {
+      const int tid = omp_get_thread_num();
+      if (tid < threads) {
+        at::internal::ThreadIdGuard tid_guard(tid);
+        c10::ParallelGuard guard(true);
+        try {
+          for (int64_t i = next.fetch_add(1, std::memory_order_relaxed); i < n_items;
+               i = next.fetch_add(1, std::memory_order_relaxed)) {
+            fn(i);
+          }
+        } catch (...) {
+          next.store(n_items, std::memory_order_relaxed);  // nobody starts another item
+          if (!failed.test_and_set()) error = std::current_exception();
+        }
+      }
+    }  // the region's closing barrier publishes every item's writes to this thread
+    if (error) std::rethrow_exception(error);
+    return;
+  }
+#endif
+  at::internal::ThreadIdGuard tid_guard(0);
+  c10::ParallelGuard guard(true);
+  for (int64_t i = 0; i < n_items; ++i) fn(i);
+}
+
+}  // namespace crfold

@@ -1,0 +1,372 @@
+"""bf16 autocast vs float32 for the image trainers: step speed on this CPU, then training parity.
+
+Two measurements, written to ``--out`` (``README.md`` with the tables, ``parity.json``):
+
+* **speed**: samples/s of one training step (forward, backward, optimizer) in float32
+  (``amp=none``) and bf16 (``amp=bf16``) for the conv VAE at ``--image-config`` (modes base and
+  cr; a fixed batch of the config's ``batch_size`` training images, so data loading is left out)
+  and the NVAE at ``--nvae-config`` (modes nvae and cr-nvae; the trainer's own batches). The two
+  precisions are two trainers of the same seed stepped alternately (the order flips every step),
+  so background load hits both alike; ``--warmup`` steps each are dropped, the median of
+  ``--speed-steps`` is kept; per thread count of ``--threads``. cr / cr-nvae also encode t(x):
+  samples/s counts the B images of a batch, not the 2B rows.
+* **parity**: the same seed trained in both precisions, each in a child process of one thread
+  (``--jobs`` at once): the conv VAE ``--conv-epochs`` epochs (modes base and cr; the trainer's
+  float32 validation -ELBO after every epoch), the NVAE ``--nvae-steps`` steps (mode nvae; then
+  the float32 -ELBO and IW-NLL of the first ``--nvae-test`` test images). Parity holds when the
+  final validation -ELBO of bf16 is within ``--tolerance`` (relative) of float32's.
+
+    .venv/bin/python scripts/bf16_parity_images.py --out results/bf16_parity_images
+
+A finished parity run (its ``parity_run.json``) is reused; delete ``--out``/runs to redo them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+PRECISIONS = {"fp32": "none", "bf16": "bf16"}  # name -> amp setting
+CONV_MODES = ("base", "cr")
+NVAE_MODES = ("nvae", "cr-nvae")
+NVAE_PARITY_MODE = "nvae"
+
+
+# ------------------------------------------------------------------------------------- builders
+def conv_run(args: argparse.Namespace, amp: str, mode: str, run_dir: Path, *extra: str) -> Any:
+    """A conv-VAE trainer (``crfold_images.train._Run``) of ``--image-config`` in ``run_dir``."""
+    from crfold_images.config import load_image_config
+    from crfold_images.train import _Run
+
+    overrides = [f"amp={amp}", f"mode={mode}", f"seed={args.seed}", *extra]
+    cfg = load_image_config(args.image_config, overrides)
+    return _Run(cfg, run_dir, quiet=True)
+
+
+def nvae_trainer(args: argparse.Namespace, amp: str, mode: str, run_dir: Path, *extra: str) -> Any:
+    """An NVAE trainer of ``--nvae-config`` in ``run_dir``."""
+    from crfold_images.models.nvae_config import load_nvae_config
+    from crfold_images.models.nvae_train import Trainer
+
+    overrides = [f"amp={amp}", f"mode={mode}", f"seed={args.seed}", *extra]
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return Trainer(load_nvae_config(args.nvae_config, overrides), run_dir)
+
+
+# ---------------------------------------------------------------------------------------- speed
+def _alternate(steps: dict[str, Any], warmup: int, n: int) -> dict[str, float]:
+    """Median seconds of ``steps[name]()`` per precision, stepped alternately."""
+    names = list(steps)
+    for _ in range(warmup):
+        for name in names:
+            steps[name]()
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for i in range(n):
+        for name in names if i % 2 == 0 else names[::-1]:
+            t0 = time.perf_counter()
+            steps[name]()
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def speed(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Samples/s of a training step, float32 vs bf16, per model, mode and thread count."""
+    rows = []
+    before = torch.get_num_threads()
+    with tempfile.TemporaryDirectory() as tmp:
+        for threads in args.threads:
+            torch.set_num_threads(threads)
+            for mode in CONV_MODES:
+                runs = {
+                    name: conv_run(args, amp, mode, Path(tmp) / f"conv-{mode}-{name}-{threads}")
+                    for name, amp in PRECISIONS.items()
+                }
+                first = next(iter(runs.values()))
+                batch = first.cfg.batch_size
+                images, _ = first.splits.train.get_batch(torch.arange(batch))  # (B, 1, 28, 28)
+                steps = {n: (lambda r=r, x=images: r.train_step(x)) for n, r in runs.items()}
+                med = _alternate(steps, args.warmup, args.speed_steps)
+                for r in runs.values():
+                    r.log.close()
+                rows.append(_speed_row("conv VAE", mode, threads, batch, med))
+                print(_fmt_speed(rows[-1]), flush=True)
+            for mode in NVAE_MODES:
+                trainers = {
+                    name: nvae_trainer(
+                        args,
+                        amp,
+                        mode,
+                        Path(tmp) / f"nvae-{mode}-{name}-{threads}",
+                        f"num_threads={threads}",
+                    )  # fmt: skip
+                    for name, amp in PRECISIONS.items()
+                }
+                steps = {name: t.train_step for name, t in trainers.items()}
+                med = _alternate(steps, args.warmup, args.speed_steps)
+                batch = next(iter(trainers.values())).batch
+                rows.append(_speed_row("NVAE tiny", mode, threads, batch, med))
+                print(_fmt_speed(rows[-1]), flush=True)
+    torch.set_num_threads(before)
+    return rows
+
+
+def _speed_row(model: str, mode: str, threads: int, batch: int, med: dict[str, float]):
+    return {
+        "model": model, "mode": mode, "threads": threads, "batch": batch,
+        "fp32_samples_per_s": batch / med["fp32"], "bf16_samples_per_s": batch / med["bf16"],
+        "bf16_speedup": med["fp32"] / med["bf16"], "fp32_step_s": med["fp32"],
+        "bf16_step_s": med["bf16"],
+    }  # fmt: skip
+
+
+def _fmt_speed(r: dict[str, Any]) -> str:
+    return (
+        f"| {r['model']} | {r['mode']} | {r['threads']} | {r['batch']} "
+        f"| {r['fp32_samples_per_s']:.0f} | {r['bf16_samples_per_s']:.0f} "
+        f"| {r['bf16_speedup']:.2f}x |"
+    )
+
+
+# --------------------------------------------------------------------------------------- parity
+def parity_names() -> list[str]:
+    names = [f"conv-{mode}-{p}" for mode in CONV_MODES for p in PRECISIONS]
+    return names + [f"nvae-{NVAE_PARITY_MODE}-{p}" for p in PRECISIONS]
+
+
+def parity_one(args: argparse.Namespace, name: str) -> None:
+    """Child process: train (or reuse) one parity run and write its ``parity_run.json``."""
+    torch.set_num_threads(1)
+    run_dir = Path(args.out) / "runs" / name
+    if (run_dir / "parity_run.json").is_file():
+        return
+    model, rest = name.split("-", 1)  # conv-cr-bf16 -> conv, cr, bf16
+    mode, precision = rest.rsplit("-", 1)
+    amp = PRECISIONS[precision]
+    record = {"name": name, "model": model, "mode": mode, "precision": precision, "amp": amp}
+    t0 = time.perf_counter()
+    if model == "conv":
+        record.update(_conv_parity(args, amp, mode, run_dir))
+    else:
+        record.update(_nvae_parity(args, amp, mode, run_dir))
+    record["wall_seconds"] = time.perf_counter() - t0
+    (run_dir / "parity_run.json").write_text(json.dumps(record, indent=2))
+
+
+def _conv_parity(args: argparse.Namespace, amp: str, mode: str, run_dir: Path) -> dict[str, Any]:
+    from crfold.trainer_utils import StopSignal
+
+    run = conv_run(args, amp, mode, run_dir, f"epochs={args.conv_epochs}")
+    with StopSignal(announce=False) as stop:
+        while run.epoch < run.cfg.epochs:
+            if not run.train_epoch(stop):
+                raise RuntimeError(f"{run_dir}: interrupted")
+    run.save()
+    run.log.close()
+    rows = [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines() if ln]
+    val = [r["neg_elbo"] for r in rows if r.get("kind") == "val"]
+    return {
+        "steps": run.step, "epochs": run.epoch, "batch_size": run.cfg.batch_size,
+        "val_neg_elbo": val[-1], "val_neg_elbo_per_epoch": val,
+        "n_val": len(run.splits.val), "train_seconds": run.train_seconds,
+        "train_samples_per_s": run.epoch * len(run.splits.train) / max(run.train_seconds, 1e-9),
+    }  # fmt: skip
+
+
+@torch.no_grad()
+def _nvae_neg_elbo(trainer: Any, seed: int) -> float:
+    """Float32 mean -ELBO (analytic KL, one z per image, eval mode) over the test images."""
+    cfg, model = trainer.cfg, trainer.model
+    test = trainer.data.observed("test", cfg.likelihood, cfg.data_seed)  # (N, C, H, W)
+    g = torch.Generator(device=trainer.device).manual_seed(seed)
+    model.eval()
+    total = 0.0
+    for i in range(0, test.shape[0], cfg.eval_batch_size):
+        out = model(test[i : i + cfg.eval_batch_size].to(trainer.device), generator=g)
+        total += float(-out.elbo.sum())
+    model.train()
+    return total / test.shape[0]
+
+
+def _nvae_parity(args: argparse.Namespace, amp: str, mode: str, run_dir: Path) -> dict[str, Any]:
+    extra = (f"max_steps={args.nvae_steps}", f"num_test={args.nvae_test}", "probe=false")
+    trainer = nvae_trainer(args, amp, mode, run_dir, "num_threads=1", *extra)
+    t0 = time.perf_counter()
+    trainer.train(quiet=True)
+    seconds = time.perf_counter() - t0
+    neg_elbo = _nvae_neg_elbo(trainer, args.seed + 1)
+    result = trainer.evaluate()  # float32 IW-NLL
+    return {
+        "steps": trainer.step, "batch_size": trainer.batch, "val_neg_elbo": neg_elbo,
+        "iw_nll": result["nll_nats"], "iw_samples": result["num_samples"],
+        "n_val": int(result["n_test"]), "train_seconds": seconds,
+        "train_samples_per_s": trainer.step * trainer.batch / max(seconds, 1e-9),
+    }  # fmt: skip
+
+
+def parity(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Run the parity children (``--jobs`` at once) and pair fp32 with bf16 per model/mode."""
+    base = [sys.executable, __file__, "--out", args.out, "--seed", str(args.seed)]
+    base += ["--image-config", args.image_config, "--nvae-config", args.nvae_config]
+    base += ["--conv-epochs", str(args.conv_epochs), "--nvae-steps", str(args.nvae_steps)]
+    base += ["--nvae-test", str(args.nvae_test)]
+    pending = parity_names()
+    while pending:
+        batch, pending = pending[: args.jobs], pending[args.jobs :]
+        procs = [subprocess.Popen([*base, "--only", name]) for name in batch]
+        if any(proc.wait() for proc in procs):
+            raise RuntimeError(f"a parity run of {batch} failed")
+    runs = {}
+    for name in parity_names():
+        runs[name] = json.loads((Path(args.out) / "runs" / name / "parity_run.json").read_text())
+    pairs = []
+    for key in dict.fromkeys(n.rsplit("-", 1)[0] for n in parity_names()):  # conv-base, ...
+        a, b = runs[f"{key}-fp32"], runs[f"{key}-bf16"]
+        rel = abs(b["val_neg_elbo"] - a["val_neg_elbo"]) / abs(a["val_neg_elbo"])
+        pairs.append({
+            "model": a["model"], "mode": a["mode"], "steps": a["steps"],
+            "batch_size": a["batch_size"], "n_val": a["n_val"],
+            "fp32": a, "bf16": b, "val_neg_elbo_rel_diff": rel,
+            "parity": rel <= args.tolerance,
+        })  # fmt: skip
+    return pairs
+
+
+# --------------------------------------------------------------------------------------- report
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def report(args: argparse.Namespace, speed_rows: list[dict], pairs: list[dict]) -> None:
+    from crfold.amp import amp_dtype, cpu_has_native_bf16
+
+    out = Path(args.out)
+    env = {
+        "cpu": _cpu_name(), "cpu_has_native_bf16": cpu_has_native_bf16(),
+        "auto_on_cpu": str(amp_dtype("auto", "cpu")), "torch": torch.__version__,
+        "python": platform.python_version(),
+    }  # fmt: skip
+    summary = {"env": env, "args": vars(args), "speed": speed_rows, "parity": pairs}
+    (out / "parity.json").write_text(json.dumps(summary, indent=2))
+    cmd = " ".join([".venv/bin/python scripts/bf16_parity_images.py", *sys.argv[1:]])
+    text = [
+        "# bf16 autocast vs float32 for the image trainers (conv VAE, NVAE) on CPU",
+        "",
+        f"{env['cpu']} (native bf16: {env['cpu_has_native_bf16']}; `amp=auto` on this CPU: "
+        f"{env['auto_on_cpu']}), torch {env['torch']}. Seed {args.seed}. Written by "
+        "`scripts/bf16_parity_images.py`; the numbers are also in `parity.json`.",
+        "",
+        "Re-run (about 10 CPU-minutes; a finished parity run under `runs/` is reused):",
+        "",
+        f"    {cmd}",
+        "",
+    ]
+    if speed_rows:
+        text += [
+            "## Speed of a training step",
+            "",
+            f"Conv VAE: `{args.image_config}` (MNIST 28x28, width 0.25, a fixed batch of "
+            f"`batch_size` images, no data loading). NVAE: `{args.nvae_config}` (its own "
+            f"batches). fp32 and bf16 trainers stepped alternately; median of "
+            f"{args.speed_steps} steps after {args.warmup} warm-up steps each. cr / cr-nvae "
+            "encode and decode 2B rows per batch of B; samples/s counts B. The two cores are "
+            "shared with other jobs: compare the two precisions of a row, not rows of "
+            "different runs.",
+            "",
+            "| model | mode | threads | batch | fp32 samples/s | bf16 samples/s | bf16 speed-up |",
+            "|---|---|---|---|---|---|---|",
+            *(_fmt_speed(r) for r in speed_rows),
+            "",
+        ]
+    if pairs:
+        text += [
+            "## Training parity",
+            "",
+            f"Same seed, same data order and draws, one thread per run ({args.jobs} runs side "
+            "by side). Validation -ELBO in nats (float32, no autocast, one z per image): the "
+            "conv VAE's on the 833 validation images of `mnist5k` (the trainer's own value "
+            f"after the last epoch), the NVAE's on the first {args.nvae_test} official test "
+            "images (eval mode, analytic KL; IW-NLL with the config's `iw_samples`). Parity: "
+            f"relative difference <= {100 * args.tolerance:.0f} %.",
+            "",
+            "| model | mode | steps | batch | fp32 -ELBO | bf16 -ELBO | rel. diff | parity "
+            "| fp32 / bf16 train samples/s |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for p in pairs:
+            a, b = p["fp32"], p["bf16"]
+            text.append(
+                f"| {'conv VAE' if p['model'] == 'conv' else 'NVAE tiny'} | {p['mode']} "
+                f"| {p['steps']} | {p['batch_size']} | {a['val_neg_elbo']:.2f} "
+                f"| {b['val_neg_elbo']:.2f} | {100 * p['val_neg_elbo_rel_diff']:.2f} % "
+                f"| {'yes' if p['parity'] else 'NO'} "
+                f"| {a['train_samples_per_s']:.0f} / {b['train_samples_per_s']:.0f} |"
+            )
+        text.append("")
+        for p in pairs:
+            a, b = p["fp32"], p["bf16"]
+            if "val_neg_elbo_per_epoch" in a:
+                pe = ", ".join(
+                    f"{x:.1f}/{y:.1f}"
+                    for x, y in zip(a["val_neg_elbo_per_epoch"], b["val_neg_elbo_per_epoch"])
+                )
+                text.append(f"* conv VAE {p['mode']}, val -ELBO per epoch (fp32/bf16): {pe}")
+            if "iw_nll" in a:
+                text.append(
+                    f"* NVAE {p['mode']}, IW-NLL (K = {a['iw_samples']}, fp32/bf16): "
+                    f"{a['iw_nll']:.2f} / {b['iw_nll']:.2f} nats"
+                )
+        text.append("")
+    (out / "README.md").write_text("\n".join(text))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", default="results/bf16_parity_images", help="output folder")
+    p.add_argument("--image-config", default="configs/images_mnist_hour.yaml")
+    p.add_argument("--nvae-config", default="configs/nvae_tiny_cpu.yaml")
+    p.add_argument("--seed", type=int, default=0, help="seed of every run")
+    p.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="speed: thread counts")
+    p.add_argument("--warmup", type=int, default=3, help="speed: warm-up steps per precision")
+    p.add_argument("--speed-steps", type=int, default=9, help="speed: timed steps per precision")
+    p.add_argument("--conv-epochs", type=int, default=5, help="parity: conv VAE epochs")
+    p.add_argument("--nvae-steps", type=int, default=200, help="parity: NVAE steps")
+    p.add_argument("--nvae-test", type=int, default=1000, help="parity: NVAE test images")
+    p.add_argument("--tolerance", type=float, default=0.03, help="parity: relative -ELBO diff")
+    p.add_argument("--jobs", type=int, default=2, help="parity runs trained at once")
+    p.add_argument("--skip-speed", action="store_true", help="only the parity runs")
+    p.add_argument("--skip-parity", action="store_true", help="only the speed table")
+    p.add_argument("--only", choices=parity_names(), help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.only:
+        parity_one(args, args.only)
+        return 0
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    speed_rows = [] if args.skip_speed else speed(args)
+    pairs = [] if args.skip_parity else parity(args)
+    report(args, speed_rows, pairs)
+    for pair in pairs:
+        print(
+            f"{pair['model']} {pair['mode']}: fp32 {pair['fp32']['val_neg_elbo']:.2f} bf16 "
+            f"{pair['bf16']['val_neg_elbo']:.2f} rel {100 * pair['val_neg_elbo_rel_diff']:.2f} %"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
