@@ -30,8 +30,9 @@ test-fast: build
 demo: build  ## CR-FoldingNet on the embedded shapes, then the SVM / logistic probes
 	$(PY) scripts/demo.py
 
-bench: build  ## the kNN / Chamfer op against its peers, then the max-pools against pure torch
+bench: build  ## the kNN / Chamfer op against its peers, beside busy processes, then the max-pools
 	$(PY) benchmarks/bench_chamfer.py
+	$(PY) benchmarks/bench_chamfer.py --busy 2
 	$(PY) benchmarks/bench_pool.py
 
 bench-busy: build  ## crfold's Chamfer at 1 vs 2 threads beside 2 busy processes, in rounds

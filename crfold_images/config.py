@@ -76,8 +76,8 @@ class ImageConfig:
     seed: int = _f(0, "seed of the initialization, shuffling, binarization, augmentation, z")
     device: str = _f("auto", "auto | cpu | cuda | cuda:N")
     threads: int = _f(0, "torch and BLAS/OpenMP threads of a run; 0: the libraries' defaults")
-    amp: str = _f(
-        "none",
+    amp: str = _f(  # auto: bf16 steps 1.5x faster on a Zen 4 CPU, -ELBO within 3 % (results/)
+        "auto",
         "training autocast (crfold.amp): auto (bf16 on CUDA and on CPUs with native bf16, else "
         "fp32) | bf16 | fp16 (CUDA only, with a grad scaler) | none; evaluation is float32",
     )

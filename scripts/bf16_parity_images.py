@@ -14,7 +14,9 @@ Two measurements, written to ``--out`` (``README.md`` with the tables, ``parity.
   (``--jobs`` at once): the conv VAE ``--conv-epochs`` epochs (modes base and cr; the trainer's
   float32 validation -ELBO after every epoch), the NVAE ``--nvae-steps`` steps (mode nvae; then
   the float32 -ELBO and IW-NLL of the first ``--nvae-test`` test images). Parity holds when the
-  final validation -ELBO of bf16 is within ``--tolerance`` (relative) of float32's.
+  final validation -ELBO of bf16 is within ``--tolerance`` (relative) of float32's. For scale, a
+  third run per model trains float32 with the next seed (``fp32ref``): the seed-to-seed spread
+  of the same short run.
 
     .venv/bin/python scripts/bf16_parity_images.py --out results/bf16_parity_images
 
@@ -37,6 +39,7 @@ from typing import Any
 import torch
 
 PRECISIONS = {"fp32": "none", "bf16": "bf16"}  # name -> amp setting
+PARITY_RUNS = {"fp32": ("none", 0), "bf16": ("bf16", 0), "fp32ref": ("none", 1)}  # amp, +seed
 CONV_MODES = ("base", "cr")
 NVAE_MODES = ("nvae", "cr-nvae")
 NVAE_PARITY_MODE = "nvae"
@@ -138,9 +141,11 @@ def _fmt_speed(r: dict[str, Any]) -> str:
 
 
 # --------------------------------------------------------------------------------------- parity
-def parity_names() -> list[str]:
-    names = [f"conv-{mode}-{p}" for mode in CONV_MODES for p in PRECISIONS]
-    return names + [f"nvae-{NVAE_PARITY_MODE}-{p}" for p in PRECISIONS]
+def parity_names(reference: bool = True) -> list[str]:
+    """Run names ``<model>-<mode>-<fp32 | bf16 | fp32ref>``."""
+    tags = list(PARITY_RUNS) if reference else list(PRECISIONS)
+    names = [f"conv-{mode}-{t}" for mode in CONV_MODES for t in tags]
+    return names + [f"nvae-{NVAE_PARITY_MODE}-{t}" for t in tags]
 
 
 def parity_one(args: argparse.Namespace, name: str) -> None:
@@ -150,22 +155,24 @@ def parity_one(args: argparse.Namespace, name: str) -> None:
     if (run_dir / "parity_run.json").is_file():
         return
     model, rest = name.split("-", 1)  # conv-cr-bf16 -> conv, cr, bf16
-    mode, precision = rest.rsplit("-", 1)
-    amp = PRECISIONS[precision]
-    record = {"name": name, "model": model, "mode": mode, "precision": precision, "amp": amp}
+    mode, tag = rest.rsplit("-", 1)
+    amp, seed = PARITY_RUNS[tag][0], args.seed + PARITY_RUNS[tag][1]
+    record = {"name": name, "model": model, "mode": mode, "amp": amp, "seed": seed}
     t0 = time.perf_counter()
     if model == "conv":
-        record.update(_conv_parity(args, amp, mode, run_dir))
+        record.update(_conv_parity(args, amp, mode, run_dir, f"seed={seed}"))
     else:
-        record.update(_nvae_parity(args, amp, mode, run_dir))
+        record.update(_nvae_parity(args, amp, mode, run_dir, f"seed={seed}"))
     record["wall_seconds"] = time.perf_counter() - t0
     (run_dir / "parity_run.json").write_text(json.dumps(record, indent=2))
 
 
-def _conv_parity(args: argparse.Namespace, amp: str, mode: str, run_dir: Path) -> dict[str, Any]:
+def _conv_parity(
+    args: argparse.Namespace, amp: str, mode: str, run_dir: Path, seed: str
+) -> dict[str, Any]:
     from crfold.trainer_utils import StopSignal
 
-    run = conv_run(args, amp, mode, run_dir, f"epochs={args.conv_epochs}")
+    run = conv_run(args, amp, mode, run_dir, f"epochs={args.conv_epochs}", seed)
     with StopSignal(announce=False) as stop:
         while run.epoch < run.cfg.epochs:
             if not run.train_epoch(stop):
@@ -197,13 +204,15 @@ def _nvae_neg_elbo(trainer: Any, seed: int) -> float:
     return total / test.shape[0]
 
 
-def _nvae_parity(args: argparse.Namespace, amp: str, mode: str, run_dir: Path) -> dict[str, Any]:
-    extra = (f"max_steps={args.nvae_steps}", f"num_test={args.nvae_test}", "probe=false")
+def _nvae_parity(
+    args: argparse.Namespace, amp: str, mode: str, run_dir: Path, seed: str
+) -> dict[str, Any]:
+    extra = (f"max_steps={args.nvae_steps}", f"num_test={args.nvae_test}", "probe=false", seed)
     trainer = nvae_trainer(args, amp, mode, run_dir, "num_threads=1", *extra)
     t0 = time.perf_counter()
     trainer.train(quiet=True)
     seconds = time.perf_counter() - t0
-    neg_elbo = _nvae_neg_elbo(trainer, args.seed + 1)
+    neg_elbo = _nvae_neg_elbo(trainer, args.seed + 1)  # the same draws for every run
     result = trainer.evaluate()  # float32 IW-NLL
     return {
         "steps": trainer.step, "batch_size": trainer.batch, "val_neg_elbo": neg_elbo,
@@ -219,29 +228,42 @@ def parity(args: argparse.Namespace) -> list[dict[str, Any]]:
     base += ["--image-config", args.image_config, "--nvae-config", args.nvae_config]
     base += ["--conv-epochs", str(args.conv_epochs), "--nvae-steps", str(args.nvae_steps)]
     base += ["--nvae-test", str(args.nvae_test)]
-    pending = parity_names()
+    pending = parity_names(args.reference)
     while pending:
         batch, pending = pending[: args.jobs], pending[args.jobs :]
         procs = [subprocess.Popen([*base, "--only", name]) for name in batch]
         if any(proc.wait() for proc in procs):
             raise RuntimeError(f"a parity run of {batch} failed")
     runs = {}
-    for name in parity_names():
+    for name in parity_names(args.reference):
         runs[name] = json.loads((Path(args.out) / "runs" / name / "parity_run.json").read_text())
     pairs = []
     for key in dict.fromkeys(n.rsplit("-", 1)[0] for n in parity_names()):  # conv-base, ...
         a, b = runs[f"{key}-fp32"], runs[f"{key}-bf16"]
         rel = abs(b["val_neg_elbo"] - a["val_neg_elbo"]) / abs(a["val_neg_elbo"])
-        pairs.append({
+        pair = {
             "model": a["model"], "mode": a["mode"], "steps": a["steps"],
             "batch_size": a["batch_size"], "n_val": a["n_val"],
             "fp32": a, "bf16": b, "val_neg_elbo_rel_diff": rel,
             "parity": rel <= args.tolerance,
-        })  # fmt: skip
+        }  # fmt: skip
+        if args.reference:
+            ref = runs[f"{key}-fp32ref"]
+            pair["fp32ref"] = ref
+            pair["seed_rel_diff"] = abs(ref["val_neg_elbo"] - a["val_neg_elbo"]) / abs(
+                a["val_neg_elbo"]
+            )
+        pairs.append(pair)
     return pairs
 
 
 # --------------------------------------------------------------------------------------- report
+def previous_speed(out: str) -> list[dict[str, Any]]:
+    """The speed rows of an earlier run's ``parity.json`` (kept by ``--skip-speed``)."""
+    path = Path(out) / "parity.json"
+    return json.loads(path.read_text()).get("speed", []) if path.is_file() else []
+
+
 def _cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -263,7 +285,8 @@ def report(args: argparse.Namespace, speed_rows: list[dict], pairs: list[dict]) 
     }  # fmt: skip
     summary = {"env": env, "args": vars(args), "speed": speed_rows, "parity": pairs}
     (out / "parity.json").write_text(json.dumps(summary, indent=2))
-    cmd = " ".join([".venv/bin/python scripts/bf16_parity_images.py", *sys.argv[1:]])
+    kept = [a for a in sys.argv[1:] if a not in ("--skip-speed", "--skip-parity")]
+    cmd = " ".join([".venv/bin/python scripts/bf16_parity_images.py", *kept])
     text = [
         "# bf16 autocast vs float32 for the image trainers (conv VAE, NVAE) on CPU",
         "",
@@ -271,7 +294,8 @@ def report(args: argparse.Namespace, speed_rows: list[dict], pairs: list[dict]) 
         f"{env['auto_on_cpu']}), torch {env['torch']}. Seed {args.seed}. Written by "
         "`scripts/bf16_parity_images.py`; the numbers are also in `parity.json`.",
         "",
-        "Re-run (about 10 CPU-minutes; a finished parity run under `runs/` is reused):",
+        "Re-run (about 15 CPU-minutes; a finished parity run under `runs/` is reused, "
+        "`--skip-speed` keeps the speed table of `parity.json`):",
         "",
         f"    {cmd}",
         "",
@@ -286,7 +310,8 @@ def report(args: argparse.Namespace, speed_rows: list[dict], pairs: list[dict]) 
             f"{args.speed_steps} steps after {args.warmup} warm-up steps each. cr / cr-nvae "
             "encode and decode 2B rows per batch of B; samples/s counts B. The two cores are "
             "shared with other jobs: compare the two precisions of a row, not rows of "
-            "different runs.",
+            "different runs; a 2-thread row slower than its 1-thread row means the second core "
+            "was busy with other work while it ran.",
             "",
             "| model | mode | threads | batch | fp32 samples/s | bf16 samples/s | bf16 speed-up |",
             "|---|---|---|---|---|---|---|",
@@ -302,20 +327,28 @@ def report(args: argparse.Namespace, speed_rows: list[dict], pairs: list[dict]) 
             "conv VAE's on the 833 validation images of `mnist5k` (the trainer's own value "
             f"after the last epoch), the NVAE's on the first {args.nvae_test} official test "
             "images (eval mode, analytic KL; IW-NLL with the config's `iw_samples`). Parity: "
-            f"relative difference <= {100 * args.tolerance:.0f} %.",
+            f"relative difference <= {100 * args.tolerance:.0f} %. For scale, the last two "
+            f"columns hold float32 with seed {args.seed + 1} and its difference from seed "
+            f"{args.seed}'s float32 (the seed-to-seed spread of the same short run). Training "
+            "samples/s of runs sharing the cores are indicative only.",
             "",
             "| model | mode | steps | batch | fp32 -ELBO | bf16 -ELBO | rel. diff | parity "
-            "| fp32 / bf16 train samples/s |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "| fp32 / bf16 train samples/s | fp32 next seed | seed rel. diff |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for p in pairs:
             a, b = p["fp32"], p["bf16"]
+            ref = (
+                f"{p['fp32ref']['val_neg_elbo']:.2f} | {100 * p['seed_rel_diff']:.2f} %"
+                if "fp32ref" in p
+                else "- | -"
+            )
             text.append(
                 f"| {'conv VAE' if p['model'] == 'conv' else 'NVAE tiny'} | {p['mode']} "
                 f"| {p['steps']} | {p['batch_size']} | {a['val_neg_elbo']:.2f} "
                 f"| {b['val_neg_elbo']:.2f} | {100 * p['val_neg_elbo_rel_diff']:.2f} % "
                 f"| {'yes' if p['parity'] else 'NO'} "
-                f"| {a['train_samples_per_s']:.0f} / {b['train_samples_per_s']:.0f} |"
+                f"| {a['train_samples_per_s']:.0f} / {b['train_samples_per_s']:.0f} | {ref} |"
             )
         text.append("")
         for p in pairs:
@@ -326,10 +359,18 @@ def report(args: argparse.Namespace, speed_rows: list[dict], pairs: list[dict]) 
                     for x, y in zip(a["val_neg_elbo_per_epoch"], b["val_neg_elbo_per_epoch"])
                 )
                 text.append(f"* conv VAE {p['mode']}, val -ELBO per epoch (fp32/bf16): {pe}")
+                if "fp32ref" in p:
+                    ref = ", ".join(f"{x:.1f}" for x in p["fp32ref"]["val_neg_elbo_per_epoch"])
+                    text.append(f"  (fp32, seed {args.seed + 1}: {ref})")
             if "iw_nll" in a:
+                ref = (
+                    f" (fp32, seed {args.seed + 1}: {p['fp32ref']['iw_nll']:.2f})"
+                    if ("fp32ref" in p)
+                    else ""
+                )
                 text.append(
                     f"* NVAE {p['mode']}, IW-NLL (K = {a['iw_samples']}, fp32/bf16): "
-                    f"{a['iw_nll']:.2f} / {b['iw_nll']:.2f} nats"
+                    f"{a['iw_nll']:.2f} / {b['iw_nll']:.2f} nats{ref}"
                 )
         text.append("")
     (out / "README.md").write_text("\n".join(text))
@@ -351,13 +392,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jobs", type=int, default=2, help="parity runs trained at once")
     p.add_argument("--skip-speed", action="store_true", help="only the parity runs")
     p.add_argument("--skip-parity", action="store_true", help="only the speed table")
+    p.add_argument(
+        "--no-reference", dest="reference", action="store_false",
+        help="parity: skip the float32 run of the next seed (the seed-to-seed scale)",
+    )  # fmt: skip
     p.add_argument("--only", choices=parity_names(), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.only:
         parity_one(args, args.only)
         return 0
     Path(args.out).mkdir(parents=True, exist_ok=True)
-    speed_rows = [] if args.skip_speed else speed(args)
+    speed_rows = previous_speed(args.out) if args.skip_speed else speed(args)
     pairs = [] if args.skip_parity else parity(args)
     report(args, speed_rows, pairs)
     for pair in pairs:

@@ -145,8 +145,8 @@ void kdtree_forward(const at::Tensor& p1, const at::Tensor& p2, const int64_t* l
   parallel_for_dynamic(B, build_grain, [&](int64_t b) {
     if (l2[b] > 0) trees[b].build(x2 + b * P2 * D, l2[b], D);
   });
-  // Parallel from 256 queries on, as many as a thread would take under a static split.
-  const int64_t blocks = (P1 + kTreeQueryBlock - 1) / kTreeQueryBlock;
+  // Items of kTreeQueryBlock queries; as before, a thread is worth it from 256 queries on.
+  const int64_t blocks = (P1 + kTreeQueryBlock - 1) / kTreeQueryBlock;  // per cloud
   parallel_for_dynamic(B * blocks, 256 / kTreeQueryBlock, [&](int64_t item) {
     const int64_t b = item / blocks;
     if (l2[b] == 0) return;

@@ -16,9 +16,9 @@ namespace {
 
 constexpr int64_t kQueryBlock = 32;  // queries per work item of the forward
 constexpr int64_t kRowBlock = 256;   // query rows per work item of the p1 backward
-// Valid targets from which the kd-tree beats the brute force: timed by hand against the brute
-// force over target counts on 2 AVX-512 cores (no script in the repository reproduces it);
-// CRFOLD_KDTREE_MIN overrides both, e.g. to re-measure on another machine.
+// Valid targets from which the kd-tree beats the brute force, measured on 2 AVX-512 cores when
+// the kd-tree was added (the script that measured them is not in the repository);
+// CRFOLD_KDTREE_MIN overrides both, e.g. to re-measure them on another machine.
 constexpr int64_t kKdTreeMinK1 = 12288;
 constexpr int64_t kKdTreeMinKn = 256;
 constexpr int kKdTreeMaxD = 8;

@@ -1,11 +1,20 @@
-// Dynamic work distribution for the CPU kernels: every parallel loop of knn_cpu.cpp and
-// kdtree_cpu.cpp goes through parallel_for_dynamic().
+// Dynamic work distribution for the CPU kernels: every parallel loop of knn_cpu.cpp,
+// kdtree_cpu.cpp and pool_cpu.cpp goes through parallel_for_dynamic().
 //
-// Why not at::parallel_for: with the OpenMP backend it hands each thread one fixed, equal share.
-// When another process holds a core, the thread on it is descheduled for whole time slices while
-// the others finish their shares and wait at the end of the region, so a call can take many
-// times longer than on one thread. Here the threads take small work items from a shared counter:
-// the threads that run take over the work of one that does not, which holds at most one item.
+// Why: at::parallel_for (OpenMP backend) hands each thread one fixed, equal share, so when another
+// process holds a core, the call waits for the share of the thread that is descheduled there.
+// Here the threads take small work items from a shared counter: the threads that run take over
+// the work, and a descheduled thread holds up at most the one item it has started.
+//
+// What it cannot fix: an OpenMP region still ends at a barrier that waits for every thread of the
+// team, and under libgomp's default wait policy idle threads spin (at barriers and between
+// regions) instead of sleeping. On 2 cores shared with busy processes, that spinning, not the
+// split, made a 2-thread Chamfer forward+backward 7-10x slower than 1 thread, with the old static
+// split and with this one alike. OMP_WAIT_POLICY=PASSIVE in the environment before torch loads
+// removes it; `python benchmarks/bench_chamfer.py --busy 2` measures both policies. (A pool of
+// our own threads that sleep between loops and are never waited for unless mid-item was tried:
+// still 2.6x under the default policy, because torch's own OpenMP threads spin, and 30 % slower
+// on an idle machine, from the wake-up latency.)
 #pragma once
 
 #include <ATen/Parallel.h>
@@ -33,10 +42,9 @@ template <typename F>
 void parallel_for_dynamic(int64_t n_items, int64_t grain, const F& fn) {
   if (n_items <= 0) return;
   at::internal::lazy_init_num_threads();
-  const int64_t threads =
-      std::min<int64_t>(at::get_num_threads(),
-                        (n_items + std::max<int64_t>(grain, 1) - 1) / std::max<int64_t>(grain, 1));
+  grain = std::max<int64_t>(grain, 1);
 #ifdef _OPENMP
+  const int64_t threads = std::min<int64_t>(at::get_num_threads(), (n_items + grain - 1) / grain);
   if (n_items > grain && threads > 1 && !at::in_parallel_region()) {
     std::atomic<int64_t> next{0};
     std::atomic_flag failed = ATOMIC_FLAG_INIT;
