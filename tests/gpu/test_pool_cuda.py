@@ -4,12 +4,12 @@ dtype, with and without deterministic algorithms."""
 
 from __future__ import annotations
 
-import contextlib
-
 import pytest
 import torch
 
 from crfold.ops import global_max_pool, graph_max_pool
+
+from .test_ops_cuda import _deterministic
 
 pytestmark = [
     pytest.mark.gpu,
@@ -17,16 +17,6 @@ pytestmark = [
 ]
 
 DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
-
-
-@contextlib.contextmanager
-def _deterministic(flag: bool):
-    old = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(flag)
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(old)
 
 
 def _inputs(B, N, C, k, dtype, seed=0):

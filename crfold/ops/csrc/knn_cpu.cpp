@@ -208,7 +208,19 @@ void forward_brute(const at::Tensor& p1, const at::Tensor& p2, const int64_t* l1
                    int K, at::Tensor& dists, at::Tensor& idx) {
   const int64_t B = p1.size(0), P1 = p1.size(1), P2 = p2.size(1);
   const int D = static_cast<int>(p1.size(2));
-  const at::Tensor soa = p2.transpose(1, 2).contiguous();  // (B, D, P2): O(B * P2) extra
+  // (B, D, P2), O(B * P2) extra, transposed by a plain loop on this thread: every parallel region
+  // of torch's (a TensorIterator copy would start one) is a chance to stall on a busy machine,
+  // where OpenMP threads are descheduled or spin (docs/performance.md).
+  at::Tensor soa = at::empty({B, D, P2}, p2.options());
+  {
+    const T* src = p2.data_ptr<T>();
+    T* dst = soa.data_ptr<T>();
+    for (int64_t b = 0; b < B; ++b) {
+      for (int64_t j = 0; j < P2; ++j) {
+        for (int d = 0; d < D; ++d) dst[(b * D + d) * P2 + j] = src[(b * P2 + j) * D + d];
+      }
+    }
+  }
   const T* pp1 = p1.data_ptr<T>();
   const T* ps = soa.data_ptr<T>();
   T* od = dists.data_ptr<T>();
@@ -385,8 +397,13 @@ std::tuple<at::Tensor, at::Tensor> knn_backward_cpu(const at::Tensor& grad_dists
   const at::Tensor p1 = p1_in.contiguous(), p2 = p2_in.contiguous();
   const at::Tensor idx = idx_in.contiguous(), l1 = lengths1.contiguous();
   const at::Tensor grad = grad_dists.to(p1.scalar_type()).contiguous();
+  // Zeroed by memset on this thread, not by at::zeros_like, whose fill of these ~100k elements
+  // would start a parallel region (see forward_brute).
+  at::Tensor g1 = at::empty_like(p1), g2 = at::empty_like(p2);
+  for (at::Tensor* g : {&g1, &g2}) {
+    if (g->nbytes() > 0) std::memset(g->data_ptr(), 0, g->nbytes());
+  }
   TORCH_CHECK_VALUE(grad.sizes() == idx.sizes(), "grad_dists must match idx in shape");
-  at::Tensor g1 = at::zeros_like(p1), g2 = at::zeros_like(p2);
   AT_DISPATCH_FLOATING_TYPES(p1.scalar_type(), "crfold_knn_backward_cpu", [&] {
     backward_impl<scalar_t>(grad, p1, p2, idx, l1.data_ptr<int64_t>(), g1, g2);
   });

@@ -8,13 +8,13 @@
 //
 // What it cannot fix: an OpenMP region still ends at a barrier that waits for every thread of the
 // team, and under libgomp's default wait policy idle threads spin (at barriers and between
-// regions) instead of sleeping. On 2 cores shared with busy processes, that spinning, not the
-// split, made a 2-thread Chamfer forward+backward 7-10x slower than 1 thread, with the old static
-// split and with this one alike. OMP_WAIT_POLICY=PASSIVE in the environment before torch loads
-// removes it; `python benchmarks/bench_chamfer.py --busy 2` measures both policies. (A pool of
+// regions) instead of sleeping. On 2 cores shared with busy processes, that, not the split, made a
+// 2-thread Chamfer forward+backward 7-11x slower than 1 thread, with the old static split and
+// with this one alike; fewer regions per call (no separate NaN pass, no parallel fills or copies
+// inside the kernels) brought it to 1.5-2.1x, and OMP_WAIT_POLICY=PASSIVE in the environment
+// before torch loads to under 1.1x (docs/performance.md; bench_chamfer.py --busy 2). A pool of
 // our own threads that sleep between loops and are never waited for unless mid-item was tried:
-// still 2.6x under the default policy, because torch's own OpenMP threads spin, and 30 % slower
-// on an idle machine, from the wake-up latency.)
+// no better under the default policy (torch's OpenMP threads still spin), 30 % slower when idle.
 #pragma once
 
 #include <ATen/Parallel.h>
