@@ -20,10 +20,10 @@ The implementations run the very same model class, initial weights, batch and ra
 * ``plain``: float32 and PyTorch ops only, what a plain-PyTorch FoldingNet does: a dense kNN graph
   (``torch.cdist`` of every cloud with itself, diagonal masked, ``topk``), the graph max-pool in
   pure torch (:func:`crfold.ops.reference.graph_max_pool_reference`: argmax without autograd,
-  then a gather of the winners; cheaper in memory than a differentiable gather + max), and a
-  dense Chamfer (``torch.cdist``, squared, min in both directions). The three functions are swapped
-  in with ``unittest.mock.patch`` for the duration of the step (so is the logged Chamfer metric,
-  with cdist); every layer stays as it is.
+  then a gather of the winners; cheaper in memory than a differentiable gather + max), the dense
+  128 -> 1024 layer followed by ``amax`` over the points, and a dense Chamfer (``torch.cdist``,
+  squared, min in both directions). These are swapped in with ``unittest.mock.patch`` for the
+  duration of the step (so is the logged Chamfer metric, with cdist); every layer stays as it is.
 * ``crfold-fp32``: the model as shipped on crfold's compiled ops (kNN, Chamfer, graph max-pool),
   float32.
 * ``crfold``: the same with crfold's default precision, ``amp=auto``: bf16 autocast on CUDA and on
@@ -57,7 +57,7 @@ from crfold import train_steps
 from crfold.amp import amp_dtype
 from crfold.config import TrainConfig
 from crfold.data.synthetic import make_synthetic
-from crfold.models import FoldingNetVAE, foldingnet
+from crfold.models import FoldingNetEncoder, FoldingNetVAE, foldingnet
 from crfold.ops import backend, reference
 from crfold.transforms import default_cr_transform
 
@@ -108,6 +108,11 @@ def cdist_foldingnet_chamfer(recon: torch.Tensor, x: torch.Tensor) -> torch.Tens
     return torch.maximum(m_r, m_x)
 
 
+def _plain_graph2_max(self, h: torch.Tensor) -> torch.Tensor:
+    """Plain max over the points: the dense 128 -> 1024 layer, then amax (B, N, 1024) -> (B, 1024)."""
+    return self.graph2(h).amax(dim=1)
+
+
 def _plain_nll(self: FoldingNetVAE, recon: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """(B,) Chamfer NLL in nats with the dense Chamfer (the model's Gaussian scale)."""
     return cdist_chamfer_sum(recon, x) / (2.0 * self.obs_scale**2)
@@ -124,6 +129,7 @@ def _ops(impl: str):
     stack.enter_context(
         mock.patch.object(foldingnet, "graph_max_pool", reference.graph_max_pool_reference)
     )
+    stack.enter_context(mock.patch.object(FoldingNetEncoder, "_graph2_max", _plain_graph2_max))
     stack.enter_context(mock.patch.object(FoldingNetVAE, "reconstruction_nll", _plain_nll))
     stack.enter_context(
         mock.patch.object(train_steps, "foldingnet_chamfer", cdist_foldingnet_chamfer)

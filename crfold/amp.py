@@ -3,9 +3,11 @@
 ``amp="auto"`` (the default of every crfold config) autocasts to bfloat16 where the hardware
 multiplies bfloat16 natively and to nothing (float32) elsewhere:
 
-* a CUDA device that supports bfloat16 (Ampere and later);
-* a CPU with AMX-BF16 or AVX512-BF16, detected from the CPU's feature flags (PyTorch's own
-  cpuinfo query, else ``/proc/cpuinfo``), never guessed from the model name. On such a CPU one
+* a CUDA device of compute capability 8.0 or later (Ampere on: native bfloat16 tensor cores;
+  older GPUs only emulate it);
+* a CPU with AMX-BF16 or AVX512-BF16, detected from the CPU's feature flags (PyTorch's cpuinfo
+  query for AVX512-BF16, the ``flags`` of ``/proc/cpuinfo`` for both), never guessed from the
+  model name. On such a CPU one
   thread multiplies bfloat16 matrices 2.8x (AVX512-BF16, AMD Zen 4) to 8x (AMX, Intel Sapphire
   Rapids) faster than float32; without native support bfloat16 is emulated and slower.
 
@@ -33,18 +35,17 @@ __all__ = ["AMP_CHOICES", "amp_dtype", "autocast", "cpu_has_native_bf16"]
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU multiplies bfloat16 in hardware (AMX-BF16 or AVX512-BF16).
 
-    Asks PyTorch's cpuinfo first (``torch.cpu._is_avx512_bf16_supported`` /
-    ``_is_amx_tile_supported``, present in torch >= 2.1), then the ``flags`` line of
-    ``/proc/cpuinfo``; False when neither can tell.
+    Asks PyTorch's cpuinfo first (``torch.cpu._is_avx512_bf16_supported``, torch >= 2.1; it has
+    no AMX-BF16 query, only AMX tiles), then the ``flags`` line of ``/proc/cpuinfo``
+    (``avx512_bf16``, ``amx_bf16``); False when neither can tell.
     """
-    for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
-        fn = getattr(torch.cpu, probe, None)
-        if fn is not None:
-            try:
-                if fn():
-                    return True
-            except RuntimeError:  # cpuinfo failed to initialise: fall through to /proc
-                pass
+    probe = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
+    if probe is not None:
+        try:
+            if probe():
+                return True
+        except RuntimeError:  # cpuinfo failed to initialise: fall through to /proc
+            pass
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
@@ -71,7 +72,8 @@ def amp_dtype(amp: str, device: torch.device | str) -> torch.dtype | None:
     device = torch.device(device)
     if amp == "auto":
         if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+            native = torch.cuda.get_device_capability(device)[0] >= 8
+            return torch.bfloat16 if native else None
         if device.type == "cpu":
             return torch.bfloat16 if cpu_has_native_bf16() else None
         return None

@@ -30,10 +30,10 @@ def test_auto_on_cpu_follows_the_detection(monkeypatch, native):
     assert amp.amp_dtype("auto", "cpu") is (torch.bfloat16 if native else None)
 
 
-def test_auto_on_cuda_follows_bf16_support(monkeypatch):
-    for supported in (True, False):
-        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda s=supported: s)
-        assert amp.amp_dtype("auto", "cuda") is (torch.bfloat16 if supported else None)
+def test_auto_on_cuda_needs_native_bf16(monkeypatch):
+    for major, expected in ((7, None), (8, torch.bfloat16), (9, torch.bfloat16)):
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d, m=major: (m, 0))
+        assert amp.amp_dtype("auto", "cuda:1") is expected
 
 
 @pytest.mark.parametrize(
@@ -42,8 +42,7 @@ def test_auto_on_cuda_follows_bf16_support(monkeypatch):
      ("fpu avx2 avx512f avx512_vnni", False)],
 )  # fmt: skip
 def test_detection_reads_cpuinfo_flags(monkeypatch, tmp_path, fresh_detection, flags, expected):
-    for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
-        monkeypatch.setattr(torch.cpu, probe, lambda: False, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
     real_path = amp.Path
@@ -55,7 +54,7 @@ def test_detection_agrees_with_torch_on_this_machine(fresh_detection):
     probe = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
     if probe is None:
         pytest.skip("this torch has no cpuinfo probe")
-    if probe() or torch.cpu._is_amx_tile_supported():
+    if probe():
         assert amp.cpu_has_native_bf16()
 
 

@@ -182,9 +182,12 @@ class FoldingNetEncoder(nn.Module):
 
         The gradient of a max reaches only its winners, so the (B, N, 1024) activation is
         computed without autograd just to find them (:func:`global_max_pool`, first maximal point),
-        and only the winning rows are recomputed with autograd, in float32. The backward is then
-        O(B * 1024 * 128) instead of two dense (B N x 1024 x 128) products with a gradient that is
-        zero but for B * 1024 entries, and the activation is not kept for the backward.
+        and only the winning rows are recomputed with autograd, in float32. The backward is then a
+        (B, 1024, 128) product and a scatter into the (B, N, 128) input gradient instead of two
+        dense (B N x 1024 x 128) products with a gradient that is zero but for B * 1024 entries,
+        and the activation is not kept for the backward. In float32 the values equal the max of
+        the layer's output up to the order of the sums; under bf16 autocast the winners are chosen
+        on the bf16 output and their values recomputed in float32 (more precise than the bf16 max).
         """
         with torch.no_grad():
             _, win = global_max_pool(self.graph2(h), return_indices=True)  # (B, 1024)

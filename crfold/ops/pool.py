@@ -106,7 +106,11 @@ def _check(features, neighbours) -> torch.Tensor:
             f"neighbours must have shape ({B}, {N}, k) to match features "
             f"{tuple(features.shape)}, got {tuple(neighbours.shape)}"
         )
-    if neighbours.dtype.is_floating_point or neighbours.dtype.is_complex:
+    if (
+        neighbours.dtype.is_floating_point
+        or neighbours.dtype.is_complex
+        or neighbours.dtype == torch.bool
+    ):
         raise ValueError(f"neighbours must be an integer tensor, got {neighbours.dtype}")
     if neighbours.device != features.device:
         raise ValueError(

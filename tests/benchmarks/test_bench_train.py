@@ -109,6 +109,7 @@ def test_plain_step_uses_only_dense_ops(bench, monkeypatch):
     monkeypatch.setattr(foldingnet, "knn_points", _forbid("crfold.ops.knn_points"))
     monkeypatch.setattr(foldingnet, "chamfer_distance", _forbid("crfold.ops.chamfer_distance"))
     monkeypatch.setattr(foldingnet, "graph_max_pool", _forbid("crfold.ops.graph_max_pool"))
+    monkeypatch.setattr(foldingnet, "global_max_pool", _forbid("crfold.ops.global_max_pool"))
     x = bench.make_batch(2, 40, "cpu")
     gen = torch.Generator().manual_seed(0)
     terms = bench.objective(tiny_model("cr"), x, "cr", "plain", default_cr_transform(), gen)

@@ -51,7 +51,9 @@ __global__ void backward_kernel(const T* __restrict__ g, const int32_t* __restri
   for (int64_t e = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < total;
        e += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t r = e / C, c = e - r * C, b = r / N;
-    atomicAdd(acc + (b * N + win[e]) * C + c, static_cast<A>(widen(g[e])));
+    const int64_t w = win[e];
+    if (w < 0 || w >= N) continue;  // winners come from the forward; a direct call may pass others
+    atomicAdd(acc + (b * N + w) * C + c, static_cast<A>(widen(g[e])));
   }
 }
 
@@ -85,7 +87,9 @@ __global__ void global_backward_kernel(const T* __restrict__ g, const int32_t* _
   for (int64_t e = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < total;
        e += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t b = e / C, c = e - b * C;
-    gf[(b * N + win[e]) * C + c] = g[e];
+    const int64_t w = win[e];
+    if (w < 0 || w >= N) continue;  // as in backward_kernel
+    gf[(b * N + w) * C + c] = g[e];
   }
 }
 
