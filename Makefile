@@ -32,11 +32,11 @@ demo: build  ## CR-FoldingNet on the embedded shapes, then the SVM / logistic pr
 
 bench: build  ## the kNN / Chamfer op against its peers, beside busy processes, then the max-pools
 	$(PY) benchmarks/bench_chamfer.py
-	$(PY) benchmarks/bench_chamfer.py --busy 2
+	$(PY) benchmarks/bench_busy.py --busy 2
 	$(PY) benchmarks/bench_pool.py
 
 bench-busy: build  ## crfold's Chamfer at 1 vs 2 threads beside 2 busy processes, in rounds
-	$(PY) benchmarks/bench_chamfer.py --busy 2
+	$(PY) benchmarks/bench_busy.py --busy 2
 
 bench-train: build  ## training throughput: crfold vs a plain-PyTorch FoldingNet step
 	$(PY) benchmarks/bench_train.py

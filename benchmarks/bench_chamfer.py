@@ -6,7 +6,6 @@ peak extra memory (MB). The crfold backend (``crfold.ops.backend()``) is printed
 
     python benchmarks/bench_chamfer.py                      # default sizes, CPU (+ CUDA if present)
     python benchmarks/bench_chamfer.py --sizes 16x2048x2025x3 --impls crfold,cdist --repeats 5
-    python benchmarks/bench_chamfer.py --busy 2      # crfold at 1 vs 2 threads beside 2 busy cores
 
 Implementations (squared Chamfer distance: mean over points, sum of directions, mean over batch):
 
@@ -39,23 +38,12 @@ Measurement:
   estimated (for sizes above 2**26 pairs per direction) by a power law ``t ~ B * n ** a``,
   n = sqrt(P1 * P2), 1 <= a <= 2, fitted to B=1 calibration runs of growing n.
 
-Busy-neighbour mode (``--busy N``): does a second thread still help when other processes hold the
-cores? The script starts N pure-Python busy loops (killed when it ends, also on an error or
-Ctrl-C), then times crfold's forward+backward at one size (default 16x2048x2025x3) in
-``--rounds`` rounds per thread count, alternating 1 and 2 threads, each round the median of
-``--calls`` calls after one warm-up. It prints one table (OpenMP wait policy, threads, round,
-forward+backward ms, ratio to the median 1-thread round) and the worst 2-thread ratio per policy.
-The wait policy decides what an idle OpenMP thread does (spin on a core, or sleep); libgomp reads
-it once at start, so each policy runs in a fresh process: ``default`` (libgomp's spin-then-sleep:
-``OMP_WAIT_POLICY`` and ``GOMP_SPINCOUNT`` unset) and ``passive`` (``OMP_WAIT_POLICY=PASSIVE``).
-``--busy 0`` gives the same table on an otherwise idle machine.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
-import statistics
 import sys
 import traceback
 import warnings
@@ -73,11 +61,6 @@ DENSE_LIMIT_GB = 8.0
 CHECK_PAIRS = 1 << 26  # sizes above this many pairs per direction are estimated before running
 CALIBRATION_N0, CALIBRATION_SECONDS = 1024, 0.25  # calibration: n = 1024, 2048, ... up to ~0.25 s
 Size = tuple[int, int, int, int]  # (B, P1, P2, D)
-BUSY_SIZE: Size = (16, 2048, 2025, 3)
-BUSY_HEADER = ("OpenMP wait", "threads", "round", "forward+backward ms", "ratio to 1-thread median")
-ROUND_THREADS = (1, 2)
-# OMP_WAIT_POLICY of the child process per --wait-policy name (None: unset).
-WAIT_POLICIES = {"default": None, "passive": "PASSIVE"}
 
 
 def make_clouds(
@@ -221,81 +204,6 @@ def measure_cell(impl: Impl, size: Size, device: str, repeats: int, budget: floa
     return {"forward_s": fwd, "fb_s": fb, "mem_mb": meter.extra_mb()}
 
 
-def measure_rounds(size: Size, rounds: int, calls: int) -> dict[int, list[float]]:
-    """crfold forward+backward seconds per round, for each thread count of ``ROUND_THREADS``.
-
-    The rounds alternate thread counts (1, 2, 1, 2, ...), so that a change in the machine's load
-    hits both alike; a round is the median of ``calls`` calls after one warm-up call (which also
-    absorbs the cost of changing the number of threads). Restores the number of threads.
-
-    Returns:
-        ``{threads: [seconds of round 1, ..., round rounds]}``.
-    """
-    x, y = make_clouds(*size, "cpu")
-    xg, yg = x.requires_grad_(), y.requires_grad_()
-
-    def step() -> None:
-        xg.grad = yg.grad = None
-        _crfold(xg, yg).backward()
-
-    before = torch.get_num_threads()
-    times: dict[int, list[float]] = {t: [] for t in ROUND_THREADS}
-    try:
-        for _ in range(rounds):
-            for t in ROUND_THREADS:
-                torch.set_num_threads(t)
-                times[t].append(common.median_seconds(step, "cpu", calls, warmup=1))
-    finally:
-        torch.set_num_threads(before)
-    return times
-
-
-def rounds_rows(policy: str, times: dict[int, list[float]]) -> tuple[list[list[object]], float]:
-    """Table rows of :func:`measure_rounds`' result, and the worst ratio of a multi-thread round
-    to the median 1-thread round."""
-    base = statistics.median(times[1])
-    rows = [
-        [policy, t, r + 1, common.fmt_ms(sec), f"{sec / base:.2f}"]
-        for t in sorted(times)
-        for r, sec in enumerate(times[t])
-    ]
-    worst = max(sec / base for t in times if t > 1 for sec in times[t])
-    return rows, worst
-
-
-def run_busy(args: argparse.Namespace, policies: list[str]) -> int:
-    """Busy-neighbour mode: the rounds table with ``args.busy`` spinning processes."""
-    size = args.sizes[0] if args.sizes else BUSY_SIZE
-    argv = [str(Path(__file__).resolve()), "--rounds-cell", "--sizes", _size_str(size)]
-    argv += ["--rounds", str(args.rounds), "--calls", str(args.calls)]
-    timeout = 120 + 20 * args.rounds * (args.calls + 1)
-    from crfold.ops import backend
-
-    rows, worst = [], {}
-    with common.busy_processes(args.busy):
-        for policy in policies:
-            env = common.environ_with(OMP_WAIT_POLICY=WAIT_POLICIES[policy], GOMP_SPINCOUNT=None)
-            result = common.run_isolated(argv, timeout=timeout, env=env)
-            policy_rows, worst[policy] = rounds_rows(
-                policy, {int(t): sec for t, sec in result.items()}
-            )
-            rows += policy_rows
-    notes = [
-        f"crfold backend: {backend()}",
-        f"torch {torch.__version__}; crfold forward+backward at {_size_str(size)} (float32) beside "
-        f"{args.busy} busy process(es) (pure-Python loops)",
-        f"a round: median of {args.calls} calls after 1 warm-up; rounds alternate "
-        f"{' and '.join(map(str, ROUND_THREADS))} threads; each OpenMP wait policy in a fresh "
-        "process",
-    ]
-    prefix = "# " if args.fmt == "csv" else ""
-    print("\n".join(prefix + n for n in notes) + ("\n" if args.fmt == "markdown" else ""))
-    print(common.format_table(BUSY_HEADER, rows, args.fmt))
-    for policy, ratio in worst.items():
-        print(f"{prefix}worst 2-thread round ({policy}): {ratio:.2f}x the 1-thread median")
-    return 0
-
-
 def _forward_seconds(impl: Impl, n: int, D: int, dev: torch.device, warmup: int) -> float:
     x, y = make_clouds(1, n, n, D, dev, seed=2)
     t = common.median_seconds(lambda: impl.fn(x, y), dev, 3, warmup, budget=CALIBRATION_SECONDS)
@@ -402,8 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Time crfold's Chamfer distance against its peers and print one table."
     )
     p.add_argument("--sizes", type=parse_sizes, default=None,
-                   help=f"comma-separated BxP1xP2xD (default: {DEFAULT_SIZES}; with --busy: "
-                   f"{_size_str(BUSY_SIZE)})")  # fmt: skip
+                   help=f"comma-separated BxP1xP2xD (default: {DEFAULT_SIZES})")  # fmt: skip
     p.add_argument("--repeats", type=int, default=3,
                    help="timed calls (median shown) after a warm-up (default: 3)")  # fmt: skip
     impls_help = f"comma-separated subset of {', '.join(IMPLS)} (default: all that import)"
@@ -419,38 +326,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="skip a cell whose one call would take longer (default: 30)")  # fmt: skip
     p.add_argument("--budget", type=float, default=5.0,
                    help="time fewer calls once they would take longer (default: 5 s)")  # fmt: skip
-    busy = p.add_argument_group("busy-neighbour mode")
-    busy.add_argument("--busy", type=int, default=None, metavar="N",
-                      help="instead of the table: crfold at 1 vs 2 threads beside N spinning "
-                      "processes (0: none), in rounds (default: off)")  # fmt: skip
-    busy.add_argument("--rounds", type=int, default=5,
-                      help="rounds per thread count (default: 5)")  # fmt: skip
-    busy.add_argument("--calls", type=int, default=10,
-                      help="timed calls per round, median shown (default: 10)")  # fmt: skip
-    busy.add_argument("--wait-policy", default="default,passive",
-                      help="comma-separated OpenMP wait policies to run, of "
-                      f"{', '.join(WAIT_POLICIES)} (default: %(default)s)")  # fmt: skip
     p.add_argument("--cell", default=None, help=argparse.SUPPRESS)  # child process: one cell
-    p.add_argument("--rounds-cell", action="store_true", help=argparse.SUPPRESS)  # child: rounds
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    for name in ("repeats", "rounds", "calls"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
-    if args.rounds_cell:  # child process of the busy mode: time the rounds and report them
-        common.emit_result(measure_rounds(args.sizes[0], args.rounds, args.calls))
-        return 0
-    if args.busy is not None:
-        policies = [w.strip() for w in args.wait_policy.split(",") if w.strip()]
-        if args.busy < 0 or not policies or not set(policies) <= set(WAIT_POLICIES):
-            parser.error(
-                f"--busy must be >= 0 and --wait-policy a list of {', '.join(WAIT_POLICIES)}"
-            )
-        return run_busy(args, policies)
+    if args.repeats < 1:
+        parser.error(f"--repeats must be >= 1, got {args.repeats}")
     args.sizes = args.sizes or parse_sizes(DEFAULT_SIZES)
     if args.cell is not None:  # child process: measure one cell and report it
         device = "cpu" if args.device == "auto" else args.device

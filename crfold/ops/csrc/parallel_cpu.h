@@ -12,7 +12,7 @@
 // 2-thread Chamfer forward+backward 7-11x slower than 1 thread, with the old static split and
 // with this one alike; fewer regions per call (no separate NaN pass, no parallel fills or copies
 // inside the kernels) brought it to 1.5-2.1x, and OMP_WAIT_POLICY=PASSIVE in the environment
-// before torch loads to under 1.1x (docs/performance.md; bench_chamfer.py --busy 2). A pool of
+// before torch loads to under 1.1x (docs/performance.md; benchmarks/bench_busy.py). A pool of
 // our own threads that sleep between loops and are never waited for unless mid-item was tried:
 // no better under the default policy (torch's OpenMP threads still spin), 30 % slower when idle.
 #pragma once
