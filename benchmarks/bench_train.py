@@ -5,14 +5,14 @@ size, mode, implementation, samples/s, step ms, speedup vs plain. The crfold bac
 resolved ``amp=auto`` dtype, the settings and a loss-agreement check are printed above it.
 
     python benchmarks/bench_train.py                          # paper and table9 sizes, vae and cr
-    python benchmarks/bench_train.py --sizes paper --modes vae --steps 5
+    python benchmarks/bench_train.py --sizes paper --modes base --steps 5
     python benchmarks/bench_train.py --sizes 8x1024x128x23    # B x points x latent x grid side
 
 Sizes: ``paper`` is FoldingNet's (B = 16 clouds of 2048 points, latent 512, 45² grid), ``table9``
 the CPU size of ``configs/table9_modelnet10.yaml`` (B = 8 clouds of 256 points, latent 128, 16²
 grid); k = 16 in both.
 
-One optimizer step is the training step of ``crfold train``: :func:`crfold.train_steps.compute_terms`
+One optimizer step is the training step of ``crfold train``: :func:`crfold.train.foldingnet.compute_terms`
 (``cr``: x and t(x) through one forward of 2B clouds; beta 1, lambda 0.1), backward, Adam (lr 1e-4,
 weight decay 1e-6), on one fixed batch of the embedded synthetic shapes (data loading excluded).
 The implementations run the very same model class, initial weights, batch and random draws:
@@ -53,15 +53,15 @@ from unittest import mock
 import _common as common
 import torch
 
-from crfold import train_steps
 from crfold.amp import amp_dtype
 from crfold.config import TrainConfig
 from crfold.data.synthetic import make_synthetic
 from crfold.models import FoldingNetEncoder, FoldingNetVAE, foldingnet
 from crfold.ops import backend, reference
+from crfold.train import foldingnet as train_steps
 from crfold.transforms import default_cr_transform
 
-MODES = ("ae", "vae", "cr")
+MODES = ("ae", "base", "cr")
 IMPLS = ("plain", "crfold-fp32", "crfold")
 HEADER = ("size", "mode", "implementation", "samples/s", "step ms", "speedup vs plain")
 LR, WEIGHT_DECAY = 1e-4, 1e-6  # FoldingNet / the paper's Adam settings
@@ -188,7 +188,9 @@ def bench_cell(args, size: Size, mode: str, device) -> tuple[dict[str, float], d
     """Median step seconds per implementation and the loss agreements, for one size and mode."""
     x = make_batch(size.batch, size.points, device, args.seed)  # (B, N, 3)
     torch.manual_seed(args.seed)
-    model = FoldingNetVAE(latent_dim=size.latent, k=K, grid_size=size.grid, mode=mode)
+    model = FoldingNetVAE(
+        latent_dim=size.latent, k=K, grid_size=size.grid, mode="ae" if mode == "ae" else "vae"
+    )
     model.to(device).train()
     transform = default_cr_transform()
     agreement = loss_agreement(model, x[:AGREEMENT_BATCH], mode, transform, args.seed)
@@ -255,7 +257,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--sizes", default="paper,table9", help="comma-separated: paper, table9 or BxNxLxG"
     )
-    parser.add_argument("--modes", default="vae,cr", help="comma-separated of ae,vae,cr")
+    parser.add_argument("--modes", default="base,cr", help="comma-separated of ae,base,cr")
     parser.add_argument("--steps", type=_positive, default=3, help="timed steps per cell")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps per cell first")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if present)")

@@ -38,13 +38,25 @@ def _error(command: str, exc: BaseException) -> int:
     return 2
 
 
-def resolve_train_config(args: argparse.Namespace):
+# Errors a command reports in one line (exit 2): bad input, a busy run directory, and files that
+# could not be written (crfold.io.WriteError, an OSError: disk full, read-only, permission).
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from .io import RunLockedError, WriteError
+
+    return (ValueError, FileNotFoundError, FileExistsError, RunLockedError, WriteError,
+            PermissionError, FloatingPointError)  # fmt: skip
+
+
+def resolve_train_config(args: argparse.Namespace, task: str | None = None):
     """The config of ``crfold train``: defaults (or, with --resume, the run's saved config),
-    then --config, then key=value overrides, then --run-dir."""
+    then --config, then key=value overrides, then --run-dir. ``task`` (the ``crfold images
+    train`` / ``crfold nvae train`` aliases) is an override of the ``task`` key."""
     from .config import load_config, load_saved_config
     from .train import CONFIG_FILE
 
     overrides = list(args.overrides)
+    if task is not None:
+        overrides.insert(0, f"task={task}")
     if args.run_dir is not None:
         overrides.append(f"run_dir={args.run_dir}")
     base = None
@@ -59,9 +71,10 @@ def resolve_train_config(args: argparse.Namespace):
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    task = getattr(args, "task", None)
     try:
-        cfg = resolve_train_config(args)
-    except (ValueError, FileNotFoundError) as exc:
+        cfg = resolve_train_config(args, task)
+    except _user_errors() as exc:
         return _error("train", exc)
     if args.print_config:
         import yaml
@@ -71,12 +84,60 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from .train import train
 
     try:
-        summary = train(cfg, resume=args.resume, quiet=args.quiet)
-    except (ValueError, FileNotFoundError, FileExistsError) as exc:
+        summary = train(cfg, resume=args.resume, quiet=args.quiet, evaluate=not args.no_eval)
+    except _user_errors() as exc:
         return _error("train", exc)
     if summary["status"] == "interrupted":
         return 128 + int(summary["signal"] or 0)
     return 0
+
+
+def add_train_parser(sub, name: str, task: str | None, help: str) -> argparse.ArgumentParser:  # noqa: A002
+    """The ``train`` subparser (``crfold train``; ``task`` set: the ``crfold images|nvae train``
+    aliases, whose --help lists that task's keys)."""
+    from .config import RunConfig, config_class
+
+    cls = config_class(task or "foldingnet")
+    others = "" if task else (
+        " Other tasks: `crfold images train --help` (VAE, IWAE, beta-VAE on images) and "
+        "`crfold nvae train --help` list their keys."
+    )  # fmt: skip
+    p = sub.add_parser(
+        name,
+        help=help,
+        description=textwrap.fill(
+            "Train a model with the run engine. The config is the defaults, then --config FILE (a "
+            "YAML mapping of the keys below; its `task` key picks the task), then KEY=VALUE "
+            "overrides. With --resume the run's saved config.yaml replaces the defaults, and a "
+            "change to any key not marked [may change on --resume] is refused. Under torchrun "
+            "(python -m torch.distributed.run --nproc_per_node N -m crfold train ...) FoldingNet "
+            "trains with DDP. SIGINT/SIGTERM finish the current step, save last.pt and exit with "
+            "status 128 + the signal number. One process at a time may write a run directory."
+            + others,
+            100,
+        ),
+        epilog=f"config keys of task {cls.TASK!r} (KEY=VALUE; lists as a,b or [a,b]; none for an "
+        "optional key):\n" + cls.describe(),
+        formatter_class=_HelpFormatter,
+    )
+    assert issubclass(cls, RunConfig)
+    p.add_argument("--config", metavar="FILE", default=None, help="YAML file of config overrides")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --run-dir from its last.pt (its saved config is the base)",
+    )
+    p.add_argument(
+        "--run-dir", metavar="DIR", default=None, help="run directory (overrides run_dir)"
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    p.add_argument(
+        "--no-eval", action="store_true", help="skip the task's evaluation after training"
+    )
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
+    p.set_defaults(func=_cmd_train, task=task)
+    return p
 
 
 def _cmd_probe(args: argparse.Namespace) -> int:
@@ -135,37 +196,9 @@ def _register_builtin(sub) -> None:
     p = sub.add_parser("backend", help="build (if needed) the kNN extension and print the backend")
     p.set_defaults(func=_cmd_backend)
 
-    from .config import describe_fields
-
-    p = sub.add_parser(
-        "train",
-        help="train FoldingNet (ae | vae | vae+aug | cr) from a config",
-        description=textwrap.fill(
-            "Train a FoldingNet auto-encoder / VAE / CR-VAE. The config is the defaults, then "
-            "--config FILE (a YAML mapping of the keys below), then KEY=VALUE overrides. With "
-            "--resume the run's saved config.yaml replaces the defaults. Under torchrun (python "
-            "-m torch.distributed.run --nproc_per_node N -m crfold train ...) it trains with DDP. "
-            "SIGINT/SIGTERM finish the current step, save last.pt and exit with status 128 + the "
-            "signal number.",
-            100,
-        ),
-        epilog="config keys (KEY=VALUE; lists as a,b or [a,b]; none for an optional key):\n"
-        + describe_fields(),
-        formatter_class=_HelpFormatter,
+    add_train_parser(
+        sub, "train", None, "train a model (FoldingNet by default; task=images|nvae) from a config"
     )
-    p.add_argument("--config", metavar="FILE", default=None, help="YAML file of config overrides")
-    p.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue the run in --run-dir from its last.pt (its saved config is the base)",
-    )
-    p.add_argument(
-        "--run-dir", metavar="DIR", default=None, help="run directory (overrides run_dir)"
-    )
-    p.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
-    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
-    p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser(
         "probe",
@@ -348,7 +381,10 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 2
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except _user_errors() as exc:  # any command: one line, never a traceback, for these
+        return _error(args.command or "", exc)
 
 
 if __name__ == "__main__":

@@ -2,9 +2,9 @@
 
 This is the single implementation of these quantities; ``crfold_images`` imports it too.
 
-Conventions (DESIGN.md §2): ``logvar = log sigma^2``; every term is computed per sample in nats
-(summed over latent dims, points or pixels) and the objectives average over the batch, so ``beta``
-and ``lam`` mean what the paper means. The CR-VAE maximizes
+Conventions (docs/design.md#units and #consistency): ``logvar = log sigma^2``; every term is
+computed per sample in nats (summed over latent dims, points or pixels) and the objectives average
+over the batch, so ``beta`` and ``lam`` mean what the paper means. The CR-VAE maximizes
 
     L(x) + L(t(x)) - lam * R,   R = KL(q(z|t(x)) || q(z|x))
 

@@ -1,7 +1,7 @@
 """Evaluation metrics shared by crfold (point clouds) and crfold_images (images).
 
-Implemented once, here, after the canonical definitions of ../shared/REFERENCES.md ("Image VAE
-metrics": jxhe/vae-lagging-encoder for MI and active units, Burda et al. for IW-NLL):
+Implemented once, here, after the canonical definitions (jxhe/vae-lagging-encoder for MI and
+active units, Burda et al. for IW-NLL; restated in docs/design.md#metrics):
 
 * :func:`mutual_information` - I(x; z) under the aggregate posterior, minibatch estimator.
 * :func:`active_units` - dimensions of mu(x) whose variance over the set is >= 0.01.

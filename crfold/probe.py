@@ -1,8 +1,8 @@
 """Linear probes on frozen codes: the FoldingNet linear-SVM protocol and a logistic regression.
 
-Fit on the posterior means mu(x) of the train split, score on the test split (REFERENCES.md,
-"Linear probe"). Both probes are deterministic (``random_state=0``) and optionally standardize
-the features with a StandardScaler fit on the train split only. Also available as
+Fit on the posterior means mu(x) of the train split, score on the test split
+(docs/design.md#probe). Both probes are deterministic (``random_state=0``) and optionally
+standardize the features with a StandardScaler fit on the train split only. Also available as
 ``crfold.metrics.svm_probe`` / ``crfold.metrics.logistic_probe``.
 """
 

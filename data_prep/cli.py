@@ -2,7 +2,9 @@
 
 Exit status: 0 all inputs converted; 3 output written but some inputs were bad (listed with
 reasons in ``OUT/report.json``); 2 bad arguments or an output folder made with other parameters;
-1 a run that could not finish (a worker died, another run holds the folder); 130 interrupted.
+1 a run that could not finish (a worker died, another run holds the folder, or a file could not
+be written: disk full, quota, no permission, read-only or I/O error; finished files are kept and
+no temporary file is left, so a rerun resumes); 130 interrupted. Errors are one line on stderr.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .output import WriteError
 from .pipeline import default_workers
 from .sampling import AXES
 
@@ -85,6 +88,12 @@ def _mesh_kwargs(args: argparse.Namespace) -> dict:
     }
 
 
+def _error(args: argparse.Namespace, message) -> None:
+    """Print ``data_prep LAYOUT: error: MESSAGE`` as one line on stderr."""
+    text = " ".join(str(message).splitlines())  # libhdf5 messages span lines
+    print(f"data_prep {args.layout}: error: {text}", file=sys.stderr)
+
+
 def _run(args: argparse.Namespace) -> int:
     from . import prepare
     from .npz import convert_npz
@@ -119,10 +128,13 @@ def _run(args: argparse.Namespace) -> int:
                 progress=not args.quiet,
             )
     except ValueError as exc:
-        print(f"data_prep {args.layout}: error: {exc}", file=sys.stderr)
+        _error(args, exc)
         return EXIT_USAGE
-    except RuntimeError as exc:
-        print(f"data_prep {args.layout}: error: {exc}", file=sys.stderr)
+    except WriteError as exc:  # "could not write PATH: [Errno 28] No space left on device"
+        _error(args, f"{exc}; finished files are kept, rerun to resume")
+        return EXIT_ERROR
+    except (OSError, RuntimeError) as exc:  # an OSError's str() names its file
+        _error(args, exc)
         return EXIT_ERROR
     except KeyboardInterrupt:
         print(f"data_prep {args.layout}: interrupted; rerun to resume", file=sys.stderr)

@@ -160,6 +160,12 @@ def convert_npz(
     Returns:
         A :class:`~data_prep.pipeline.PrepareResult`; samples with NaN/inf coordinates are
         skipped and listed.
+
+    Raises:
+        ValueError: bad arguments or input, or :class:`~data_prep.output.ManifestMismatch`.
+        RuntimeError: another run holds ``out``.
+        WriteError: an output file could not be written (disk full, no permission...); see
+            :class:`data_prep.output.WriteError`. Finished shards are kept: rerun to resume.
     """
     from tqdm import tqdm
 
@@ -191,8 +197,7 @@ def convert_npz(
         "shard_size": shard_size,
         "input_sha256": _sha256(path),
     }
-    out.mkdir(parents=True, exist_ok=True)
-    lock = output.lock_output(out)
+    lock = output.lock_output(out)  # creates out
     try:
         output.prepare_output(out, manifest, overwrite)
         output.write_shape_names(out, classes)

@@ -11,17 +11,27 @@ Layout (the one :mod:`crfold.data` reads, same as ``shapenetcorev2_hdf5_2048``):
     report.json                 counts, shards, skipped inputs with reasons
 
 Every file is written to a temporary name in the same folder and renamed into place, so a killed
-run never leaves a partial file under a final name.
+run never leaves a partial file under a final name. A write that fails (disk full, quota, no
+permission, read-only or I/O error) deletes its temporary file and raises :class:`WriteError`
+naming the final path; files finished before it stay valid, so a rerun resumes.
+
+HDF5 shards are built in memory and written with plain file I/O: libhdf5 defers its writes to
+``close`` and, when one of them fails (``ENOSPC``), is left with half-closed objects that it
+dereferences again at the next close or at interpreter exit (a segfault, measured with HDF5
+2.0.0 / h5py 3.16). Keeping libhdf5 away from the disk when writing makes every write error an
+ordinary, recoverable :class:`OSError`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import os
 import re
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -37,14 +47,57 @@ class ManifestMismatch(ValueError):
     """The output folder was made with other parameters (and ``overwrite`` was not given)."""
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and :func:`os.replace`."""
+class WriteError(OSError):
+    """Writing an output file failed (disk full, quota, permissions, read-only or I/O error).
+
+    An :class:`OSError` whose ``filename`` is the output path (not the temporary file) and whose
+    ``errno``/``strerror`` are those of the failed call; ``str()`` is one line::
+
+        could not write out/demo_train0.h5: [Errno 28] No space left on device
+
+    Create it with :meth:`from_os_error`. It pickles like any :class:`OSError`, so it crosses
+    from a worker process to the main one unchanged.
+    """
+
+    @classmethod
+    def from_os_error(cls, path: str | Path, exc: OSError) -> WriteError:
+        """The :class:`WriteError` for ``exc``, raised while writing ``path``."""
+        return cls(exc.errno, exc.strerror or str(exc), str(path))
+
+    def __str__(self) -> str:
+        code = f"[Errno {self.errno}] " if self.errno is not None else ""
+        return f"could not write {self.filename}: {code}{self.strerror}"
+
+
+@contextlib.contextmanager
+def writing(path: str | Path) -> Iterator[None]:
+    """Raise an :class:`OSError` of the block as a :class:`WriteError` naming ``path``."""
+    try:
+        yield
+    except WriteError:
+        raise
+    except OSError as exc:
+        raise WriteError.from_os_error(path, exc) from exc
+
+
+def atomic_write_bytes(path: Path, data: bytes | memoryview) -> None:
+    """Write ``data`` to ``path`` through a temporary file and :func:`os.replace`.
+
+    Raises:
+        WriteError: the write failed; the temporary file is deleted and ``path`` is unchanged.
+    """
     tmp = path.with_name(f"{path.name}{_TMP}{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with writing(path):
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+    except BaseException:  # a failed write or an interrupt: leave no partial temporary file
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise
 
 
 def atomic_write_json(path: Path, obj) -> None:
@@ -61,12 +114,16 @@ def remove_temporaries(folder: Path) -> None:
 
 
 def lock_output(out: Path):
-    """Take an exclusive lock on ``out`` for this process (released when the object is closed).
+    """Create ``out`` and take an exclusive lock on it for this process (released when the
+    returned file object is closed).
 
     Raises:
         RuntimeError: another run holds the lock.
+        WriteError: ``out`` cannot be created or written.
     """
-    f = open(out / ".lock", "a")  # kept open for the run's lifetime
+    with writing(out / ".lock"):
+        out.mkdir(parents=True, exist_ok=True)
+        f = open(out / ".lock", "a")  # kept open for the run's lifetime
     try:
         import fcntl
 
@@ -114,8 +171,10 @@ def prepare_output(out: Path, params: dict, overwrite: bool) -> None:
 
     Raises:
         ManifestMismatch: the folder's manifest differs from ``params`` and ``overwrite`` is False.
+        WriteError: the manifest could not be written.
     """
-    out.mkdir(parents=True, exist_ok=True)
+    with writing(out):
+        out.mkdir(parents=True, exist_ok=True)
     remove_temporaries(out)
     manifest = out / MANIFEST
     if manifest.is_file():
@@ -188,6 +247,9 @@ def write_shard(
 ) -> None:
     """Write one shard and its sidecars, each atomically (sidecars first, the .h5 last).
 
+    The HDF5 file is built in memory and then written by :func:`atomic_write_bytes` (see the
+    module docstring for why libhdf5 never writes to the disk itself).
+
     Args:
         path: ``<name>_<split><k>.h5``.
         points: ``(N, P, 3)`` float32.
@@ -196,6 +258,11 @@ def write_shard(
         files: ``N`` source paths (``id2file``).
         digest: identifies the exact inputs (stored as the attribute ``source_digest``), so a
             shard built from since-edited inputs is not mistaken for a finished one.
+
+    Raises:
+        ValueError: arrays of the wrong shape or dtype.
+        WriteError: a file could not be written; no temporary file is left, and a shard already
+            at ``path`` is unchanged.
     """
     import h5py
 
@@ -207,13 +274,14 @@ def write_shard(
     id2name, id2file = _sidecars(path)
     atomic_write_json(id2name, list(names))
     atomic_write_json(id2file, list(files))
-    tmp = path.with_name(f"{path.name}{_TMP}{os.getpid()}")
     chunk = (max(1, min(n, max(1, (1 << 20) // max(1, points[0].nbytes)))),) + points.shape[1:]
-    with h5py.File(tmp, "w") as f:
+    image = io.BytesIO()  # the whole .h5 file; libhdf5 writes only to this buffer
+    with writing(path), h5py.File(image, "w") as f:
         f.create_dataset("data", data=points, compression="gzip", compression_opts=4, chunks=chunk)
         f.create_dataset("label", data=labels.astype(np.int64).reshape(n, 1), compression="gzip")
         f.attrs["source_digest"] = digest
-    os.replace(tmp, path)
+    with image.getbuffer() as view:
+        atomic_write_bytes(path, view)
 
 
 def remove_stale_shards(out: Path, name: str, split: str, keep: int) -> None:

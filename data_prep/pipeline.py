@@ -194,6 +194,8 @@ def convert_collection(
     Raises:
         ValueError: bad arguments, or :class:`~data_prep.output.ManifestMismatch`.
         RuntimeError: another run holds ``out``, or a worker process died.
+        WriteError: an output or cache file could not be written (disk full, no permission...);
+            see :class:`data_prep.output.WriteError`. Finished files are kept: rerun to resume.
     """
     from tqdm import tqdm
 
@@ -205,13 +207,13 @@ def convert_collection(
     root, out = Path(root).resolve(), Path(out)
     manifest = {"format": 1, "command": command, "root": str(root), "name": name}
     manifest |= asdict(params) | (extra_params or {}) | {"shard_size": shard_size}
-    out.mkdir(parents=True, exist_ok=True)
-    lock = output.lock_output(out)
+    lock = output.lock_output(out)  # creates out
     try:
         output.prepare_output(out, manifest, overwrite)
         output.write_shape_names(out, collection.classes)
         cache = out / output.CACHE
-        cache.mkdir(exist_ok=True)
+        with output.writing(cache):
+            cache.mkdir(exist_ok=True)
         output.remove_temporaries(cache)
         keys = {it.path: cache_key(root, it.path) for it in collection.items}
         done = {p.name for p in cache.iterdir()}

@@ -52,7 +52,7 @@ def test_defaults_are_the_paper_settings():
         ("aug_scale=0.5,2", "aug_scale", [0.5, 2.0]),
         ("aug_scale=[0.8, 1.25]", "aug_scale", [0.8, 1.25]),
         ("classes_subset=chair,table", "classes_subset", ["chair", "table"]),
-        ("mode=vae+aug", "mode", "vae+aug"),
+        ("mode=aug", "mode", "aug"),
         ("data=/a/b=c.npz", "data", "/a/b=c.npz"),
     ],
 )
@@ -103,10 +103,10 @@ def test_unknown_keys_fail_naming_the_key(tmp_path):
 def test_yaml_file_then_overrides(tmp_path):
     path = tmp_path / "exp.yaml"
     # PyYAML reads "1e-4" as a string: it is parsed with the field's type like an override.
-    path.write_text("lr: 1e-4\nepochs: 3\nmode: vae\naug_scale: [0.5, 2]\nnum_points: null\n")
+    path.write_text("lr: 1e-4\nepochs: 3\nmode: base\naug_scale: [0.5, 2]\nnum_points: null\n")
     cfg = load_config(path, ["epochs=5"])
     assert cfg.lr == 1e-4 and isinstance(cfg.lr, float)
-    assert cfg.epochs == 5 and cfg.mode == "vae" and cfg.aug_scale == [0.5, 2.0]
+    assert cfg.epochs == 5 and cfg.mode == "base" and cfg.aug_scale == [0.5, 2.0]
     assert cfg.num_points is None
     # Only the listed keys change (lr and num_points keep their default values).
     default = TrainConfig()

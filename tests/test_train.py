@@ -53,7 +53,7 @@ def _state(run_dir: Path, name: str = "last") -> dict:
     return load_checkpoint(Path(run_dir) / f"{name}.pt")
 
 
-@pytest.mark.parametrize("mode", ["ae", "vae", "vae+aug", "cr"])
+@pytest.mark.parametrize("mode", ["ae", "base", "aug", "cr"])
 def test_each_mode_trains_and_writes_the_run_dir(tmp_path, mode):
     run = tmp_path / "run"
     summary = train(tiny(run, f"mode={mode}", "lam=0.5", "beta=2"), quiet=True)
@@ -72,11 +72,11 @@ def test_each_mode_trains_and_writes_the_run_dir(tmp_path, mode):
         assert all(math.isfinite(r[k]) for k in ("loss", "recon", "kl", "consistency", "chamfer"))
         if mode == "ae":
             assert r["kl"] == 0 and r["consistency"] == 0 and r["loss"] == pytest.approx(r["recon"])
-        elif mode == "vae":
+        elif mode == "base":
             assert r["consistency"] == 0 and r["kl"] > 0
             assert r["loss"] == pytest.approx(r["recon"] + 2 * r["kl"], rel=1e-5)
         else:
-            lam = 0.5 if mode == "cr" else 0.0  # vae+aug is CR with lambda = 0
+            lam = 0.5 if mode == "cr" else 0.0  # aug is CR with lambda = 0
             expect = (
                 r["recon"] + r["recon_aug"] + 2 * (r["kl"] + r["kl_aug"]) + lam * r["consistency"]
             )
@@ -95,8 +95,8 @@ def test_compute_terms_modes_agree_where_they_should():
     gen = lambda: step_generator(0, 0, 5, torch.device("cpu"))  # noqa: E731
     cr0 = compute_terms(model, x, cfg, t, gen())
     model.mode = "vae+aug"
-    aug = compute_terms(model, x, cfg.replace(mode="vae+aug", lam=3.0), t, gen())
-    assert torch.equal(cr0["loss"], aug["loss"])  # vae+aug ignores lam: CR with lambda = 0
+    aug = compute_terms(model, x, cfg.replace(mode="aug", lam=3.0), t, gen())
+    assert torch.equal(cr0["loss"], aug["loss"])  # aug ignores lam: CR with lambda = 0
     model.mode = "cr"
     cr = compute_terms(model, x, cfg.replace(lam=3.0), t, gen())
     assert torch.allclose(cr["loss"], cr0["loss"] + 3.0 * cr0["consistency"])

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .datasets import (
+from .base import (
     DEFAULT_MAX_BYTES,
     SPLITS,
     PointCloudSet,

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from .datasets import PointCloudSet, check_int
+from .base import PointCloudSet, check_int
 
 # fmt: off
 SYNTHETIC_CLASSES = ("box", "sphere", "cylinder", "cone", "torus",

@@ -1,4 +1,4 @@
-"""The small typed VAE interface every model shares (STYLE.md §8).
+"""The small typed VAE interface every model shares (docs/design.md#vae-interface).
 
 ``encode(x) -> Posterior``, ``decode(z) -> recon``, ``forward(x) -> VAEOutput``. The
 reparameterization and the diagonal-Gaussian quantities are written once, here.

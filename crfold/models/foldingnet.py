@@ -1,6 +1,6 @@
 """FoldingNet (Yang et al., CVPR 2018) as an auto-encoder or a VAE, and its reconstruction losses.
 
-Faithful to the official specification (REFERENCES.md, "FoldingNet"):
+Faithful to the official specification (summarised in docs/design.md#foldingnet):
 
 * Encoder input: 12 channels per point, xyz + the 9 entries of the covariance of its ``k = 16``
   nearest neighbours excluding the point itself (mean-centred over the neighbours, unbiased,
@@ -37,7 +37,7 @@ from .common import Posterior, VAEOutput
 MODES = ("ae", "vae", "vae+aug", "cr")
 GRID_RANGE = 0.3  # the folding grid spans [-GRID_RANGE, GRID_RANGE]^2
 AE_LOGVAR = 0.0  # the constant logvar of the posterior returned in "ae" mode (carries nothing)
-DEFAULT_OBS_SCALE = 0.1  # chosen by the sweep in results/obs_scale_sweep (README)
+DEFAULT_OBS_SCALE = 0.1  # chosen by the sweep in results/obs_scale_sweep/sweep.md
 FOLDINGNET_EPS = 1e-6  # FoldingNet's metric: D = sqrt(||x - y||^2 + 1e-6)
 
 

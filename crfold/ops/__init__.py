@@ -2,6 +2,11 @@
 kernels, CUDA kernels).
 
 >>> from crfold.ops import knn_points, chamfer_distance, graph_max_pool, backend
+
+Modules, each importing only those listed before it: ``_ext`` (builds and loads the extension),
+``reference`` (pure-torch twins), ``layouts`` (padded/flat layouts, ``Pointclouds``/PyG input),
+``knn``, ``chamfer`` and ``pool`` (the ops), ``pyg`` (PyG's kNN graphs on ``knn``) and
+``interop`` (conversions to the peers' own objects; re-exports ``layouts`` and ``pyg``).
 """
 
 from .chamfer import chamfer_distance, safe_sqrt

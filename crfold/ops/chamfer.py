@@ -1,18 +1,18 @@
 """Chamfer distance: plain torch on top of :func:`crfold.ops.knn_points` (K = 1).
 
-Conventions (see DESIGN.md §2): per-point terms are squared L2 distances to the nearest neighbour
-(or their square root with ``squared=False``); ``point_reduction`` reduces over the valid points of
-each cloud; ``direction_reduction`` combines the two directions (``"sum"`` is PyTorch3D's
-convention, ``"max"`` is FoldingNet's metric); ``batch_reduction`` reduces over clouds.
-Empty clouds contribute 0 and never produce NaN.
+Conventions (docs/design.md#chamfer): per-point terms are squared L2 distances to the nearest
+neighbour (or their square root with ``squared=False``); ``point_reduction`` reduces over the valid
+points of each cloud; ``direction_reduction`` combines the two directions (``"sum"`` is
+PyTorch3D's convention, ``"max"`` is FoldingNet's metric); ``batch_reduction`` reduces over
+clouds. Empty clouds contribute 0 and never produce NaN.
 """
 
 from __future__ import annotations
 
 import torch
 
-from .interop import as_padded
 from .knn import knn_points_named, validate_clouds
+from .layouts import as_padded
 
 POINT_REDUCTIONS = ("mean", "sum", "max", None)
 BATCH_REDUCTIONS = ("mean", "sum", None)

@@ -13,6 +13,7 @@ from typing import NamedTuple
 import torch
 
 from . import _ext, reference
+from .layouts import as_padded
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 MAX_K_CUDA = 128
@@ -197,8 +198,6 @@ def knn_points_named(
     p1, p2, lengths1, lengths2, K, return_nn=False, names=("p1", "p2", "lengths1", "lengths2")
 ) -> KNN:
     """:func:`knn_points` whose error messages use the caller's argument ``names``."""
-    from .interop import as_padded
-
     p1, lengths1 = as_padded(p1, lengths1, name=names[0])
     p2, lengths2 = as_padded(p2, lengths2, name=names[1])
     validate_clouds(p1, p2, names[0], names[1])

@@ -1,11 +1,11 @@
-"""PyTorch Geometric's flat layout read into padded batches, and its kNN graphs on crfold's kNN.
+"""PyTorch Geometric's kNN graphs (``knn_graph``, ``knn``) computed by crfold's kNN.
 
-A flat batch is ``pos`` (N, D) with ``batch`` (N,) int64, sorted (non-decreasing) as
-``torch_geometric.data.Batch`` stores it. :func:`from_pyg` turns it into crfold's padded layout
-without a Python loop over clouds, and :func:`knn_graph` / :func:`knn` return PyG's
-``edge_index`` from :func:`crfold.ops.knn_points` (PyG 2.8's own need ``pyg-lib`` or
-``torch-cluster``, which PyPI lacks). torch_geometric is never imported: ``Data``/``Batch``
-objects are duck-typed. The public names are re-exported by :mod:`crfold.ops.interop`.
+:func:`knn_graph` / :func:`knn` return PyG's ``edge_index`` from :func:`crfold.ops.knn_points`
+(PyG 2.8's own need ``pyg-lib`` or ``torch-cluster``, which PyPI lacks). The flat layout they
+take (``pos`` (N, D), sorted ``batch`` (N,)) is read into padded batches by
+:func:`crfold.ops.layouts.from_pyg`, re-exported here. torch_geometric is never imported:
+``Data``/``Batch`` objects are duck-typed. The public names are re-exported by
+:mod:`crfold.ops.interop`.
 """
 
 from __future__ import annotations
@@ -13,115 +13,19 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .knn import knn_points
+from .layouts import (
+    _check_batch,
+    _check_int,
+    _check_nodes,
+    _exclusive_cumsum,
+    _num_clouds,
+    from_pyg,
+)
+
+__all__ = ["FLOWS", "from_pyg", "knn", "knn_graph"]
+
 FLOWS = ("source_to_target", "target_to_source")
-
-
-def _is_pyg(obj: object) -> bool:
-    """Duck test for a ``torch_geometric`` ``Data``/``Batch`` holding positions in ``.pos``."""
-    return not isinstance(obj, torch.Tensor) and isinstance(getattr(obj, "pos", None), torch.Tensor)
-
-
-def _check_int(name: str, value, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-    return value
-
-
-def _check_nodes(name: str, x) -> torch.Tensor:
-    """A flat (N, D) float node matrix; a 1-D (N,) tensor is taken as (N, 1), as PyG does."""
-    if not isinstance(x, torch.Tensor):
-        raise ValueError(f"{name} must be a torch.Tensor of shape (N, D), got {type(x).__name__}")
-    if x.dim() == 1:
-        x = x.view(-1, 1)
-    if x.dim() != 2 or x.shape[1] < 1:
-        raise ValueError(f"{name} must have shape (N, D) with D >= 1, got {tuple(x.shape)}")
-    if not x.is_floating_point():
-        raise ValueError(f"{name} must be a floating-point tensor, got {x.dtype}")
-    return x
-
-
-def _check_batch(name: str, batch, n: int, device) -> torch.Tensor:
-    """A (n,) int64 sorted, non-negative batch vector on ``device``."""
-    if not isinstance(batch, torch.Tensor):
-        raise ValueError(f"{name} must be a torch.Tensor of shape ({n},), got {type(batch)}")
-    if batch.shape != (n,):
-        raise ValueError(
-            f"{name} must have shape ({n},) (one entry per node), got {tuple(batch.shape)}"
-        )
-    if batch.is_floating_point() or batch.is_complex() or batch.dtype == torch.bool:
-        raise ValueError(f"{name} must be an integer tensor, got {batch.dtype}")
-    batch = batch.to(device=device, dtype=torch.int64)
-    if n > 0:
-        if int(batch.min()) < 0:
-            raise ValueError(f"{name} must be non-negative, got min {int(batch.min())}")
-        if bool((batch[1:] < batch[:-1]).any()):
-            raise ValueError(
-                f"{name} must be sorted (non-decreasing), as torch_geometric's Batch is"
-            )
-    return batch
-
-
-def _num_clouds(batches: list[torch.Tensor | None], batch_size: int | None) -> int:
-    """B: ``batch_size`` when given (checked against the batch vectors), else max id + 1."""
-    top = max((int(b.max()) + 1 for b in batches if b is not None and b.numel()), default=1)
-    if batch_size is None:
-        return top
-    _check_int("batch_size", batch_size, 1)
-    if top > batch_size:
-        raise ValueError(f"batch_size is {batch_size} but the batch vector holds id {top - 1}")
-    return batch_size
-
-
-def _exclusive_cumsum(counts: torch.Tensor) -> torch.Tensor:
-    """(B,) -> (B,) start offset of each cloud in the flat layout."""
-    return torch.cumsum(counts, 0) - counts
-
-
-def from_pyg(
-    pos, batch=None, max_points: int | None = None, *, batch_size: int | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Flat PyG layout -> padded batch, vectorized (no loop over clouds), differentiable in pos.
-
-    Args:
-        pos: (N, D) float node positions, or a torch_geometric ``Data``/``Batch`` (anything with
-            a ``.pos`` tensor; its ``.batch`` and ``.num_graphs`` are used when present, and then
-            ``batch`` must be None).
-        batch: (N,) integer cloud id of every node, sorted (non-decreasing); None: one cloud.
-        max_points: P, the padded size; default the largest cloud. Must hold every cloud.
-        batch_size: B, the number of clouds (trailing clouds may be empty); default max id + 1.
-
-    Returns:
-        ``padded`` (B, P, D) dtype/device of ``pos``, zeros past each cloud's length, and
-        ``lengths`` (B,) int64: cloud ``b`` is ``pos[batch == b]`` in its original order.
-
-    Raises:
-        ValueError: a non-(N, D) or integer ``pos``; a ``batch`` of the wrong shape or dtype,
-            negative or unsorted; ``max_points`` smaller than a cloud; ids past ``batch_size``.
-    """
-    if _is_pyg(pos):
-        if batch is not None:
-            raise ValueError("batch must be None when pos is a torch_geometric Data/Batch")
-        data, pos = pos, pos.pos
-        batch = getattr(data, "batch", None)
-        if batch_size is None and batch is not None:
-            batch_size = getattr(data, "num_graphs", None)
-    pos = _check_nodes("pos", pos)
-    n, d = pos.shape
-    if batch is None:
-        batch = torch.zeros(n, dtype=torch.int64, device=pos.device)
-    batch = _check_batch("batch", batch, n, pos.device)
-    B = _num_clouds([batch], batch_size)
-    counts = torch.bincount(batch, minlength=B)  # (B,)
-    largest = int(counts.max()) if B else 0
-    if max_points is None:
-        P = largest
-    else:
-        P = _check_int("max_points", max_points, 0)
-        if P < largest:
-            raise ValueError(f"max_points is {P} but a cloud holds {largest} points")
-    local = torch.arange(n, device=pos.device) - _exclusive_cumsum(counts)[batch]  # (N,)
-    padded = pos.new_zeros(B, P, d).index_put((batch, local), pos)  # (B, P, D)
-    return padded, counts
 
 
 def _drop_self(idx: torch.Tensor) -> torch.Tensor:
@@ -185,8 +89,6 @@ def knn_graph(
     Raises:
         ValueError: invalid ``pos``, ``batch``, ``k``, ``flow`` or ``batch_size``.
     """
-    from .knn import knn_points
-
     _check_int("k", k, 1)
     if flow not in FLOWS:
         raise ValueError(f"flow must be one of {FLOWS}, got {flow!r}")
@@ -236,8 +138,6 @@ def knn(
     Raises:
         ValueError: invalid positions or batch vectors, mismatched D/dtype/device, bad ``k``.
     """
-    from .knn import knn_points
-
     _check_int("k", k, 1)
     x, y = _check_nodes("x", x), _check_nodes("y", y)
     if x.shape[1] != y.shape[1] or x.dtype != y.dtype or x.device != y.device:

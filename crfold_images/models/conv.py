@@ -9,7 +9,7 @@ ReLU, and a last stride-2 transposed convolution to the likelihood's parameters.
 Sizes: 32 and 64 px are native (the 1024-channel map is 2x2 and 4x4). 28 px images (MNIST,
 Omniglot) are zero-padded by 2 px on each side to 32 before the encoder, and the decoder's 32 px
 output is cropped back to the central 28x28, so the likelihood covers exactly the 784 real pixels
-(the NVAE recipe of REFERENCES.md; zero is the background of these sets). Any size
+(NVAE's recipe, docs/design.md#nvae; zero is the background of these sets). Any size
 ``16 * 2**k`` or ``16 * 2**k - 4`` works the same way.
 
 MLP: two hidden layers of ``512 * width`` ReLU units each way, on the flattened image (no

@@ -12,7 +12,7 @@ over images x (B, C, H, W) with values in [0, 1]:
 * :class:`DiscretizedLogistic` (K = 2: means and log scales) over the 256 pixel levels, the
   PixelCNN++ / NVAE construction for colour images, data rescaled to [-1, 1].
 
-``nll(params, x)`` returns (B,) summed over channels and pixels (DESIGN.md conventions);
+``nll(params, x)`` returns (B,) summed over channels and pixels (docs/design.md#units);
 ``mean(params)`` the expected image in [0, 1] for plots; ``sample(params, generator)`` a draw.
 """
 

@@ -1,6 +1,6 @@
 """NVAE (Vahdat & Kautz, NeurIPS 2020): a deep hierarchical VAE with residual-normal posteriors.
 
-Re-implemented from the published description (../shared/REFERENCES.md "NVAE"); NVIDIA's code is
+Re-implemented from the published description (summarised in docs/design.md#nvae); NVIDIA's code is
 under a non-commercial licence and was not consulted or copied. Blocks live in
 :mod:`crfold_images.models.nvae_cells`, likelihoods in :mod:`crfold_images.models.nvae_likelihood`,
 the (CR-)NVAE objective in :mod:`crfold_images.models.nvae_objective`.

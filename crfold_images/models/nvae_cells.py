@@ -1,7 +1,7 @@
 """NVAE building blocks: weight-normalised convs with spectral-norm buffers, SE, residual cells.
 
 Written from the published description of NVAE (Vahdat & Kautz, NeurIPS 2020; summarised in
-../shared/REFERENCES.md "NVAE"); NVIDIA's code is under a non-commercial licence and was not used.
+docs/design.md#nvae); NVIDIA's code is under a non-commercial licence and was not used.
 
 * :class:`WNConv2d` - a conv whose weight is ``W = g * v / ||v||`` (one norm per output channel),
   carrying persistent power-iteration vectors ``sn_u`` (rows,) and ``sn_v`` (cols,) for the

@@ -3,7 +3,7 @@
 Same conventions as :mod:`crfold.config` (whose type coercion and ``key=value`` parser it uses):
 a YAML file holds only the keys it changes, command-line overrides are parsed with the field's
 type, unknown keys fail, and the resolved config is saved in the run directory and checkpoints.
-Defaults are the paper-scale MNIST run (NVAE's published MNIST settings; REFERENCES.md "NVAE").
+Defaults are the paper-scale MNIST run (NVAE's published MNIST settings; docs/design.md#nvae).
 """
 
 from __future__ import annotations

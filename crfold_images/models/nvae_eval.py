@@ -8,7 +8,7 @@
   ``G * Z`` features (300 for paper-scale MNIST, 600 for CIFAR-10). ``"top"`` uses only group 0's
   full mean map (Z * h_0 * w_0), ``"all"`` every group's full map (large at paper scale: 14,400
   dims for MNIST, 153,600 for CIFAR-10). The pooled choice keeps information from every scale at
-  a size a linear probe can fit; posterior means (not samples) follow REFERENCES.md.
+  a size a linear probe can fit; posterior means (not samples) follow docs/design.md#probe.
 * Active units (Burda et al.: Var_x[mu] >= 0.01 over the test set): ``active_units`` counts every
   latent dim of every group (the whole hierarchy, variances streamed), ``au_top`` the top
   group's, ``au_features`` the probe features'. Spatial pooling shrinks the variance of a

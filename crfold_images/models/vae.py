@@ -1,10 +1,10 @@
 """The image VAE: conv or MLP encoder/decoder, a pixel likelihood, and the shared typed interface.
 
-``encode(x) -> Posterior``, ``decode(z) -> params``, ``forward(x) -> VAEOutput`` (STYLE.md §8),
-plus what the objectives and metrics need: ``recon_nll`` (per-image NLL in nats),
-``log_weights(x, n)`` (the (n, B) importance weights of the IW-NLL) and ``sample``. The same
-network serves the VAE, the IWAE and the beta-VAE: they differ only in the objective
-(:mod:`crfold_images.models.objectives`).
+``encode(x) -> Posterior``, ``decode(z) -> params``, ``forward(x) -> VAEOutput``
+(docs/design.md#vae-interface), plus what the objectives and metrics need: ``recon_nll``
+(per-image NLL in nats), ``log_weights(x, n)`` (the (n, B) importance weights of the IW-NLL) and
+``sample``. The same network serves the VAE, the IWAE and the beta-VAE: they differ only in the
+objective (:mod:`crfold_images.models.objectives`).
 
 Inputs x are (B, C, S, S) float in [0, 1]; for the Bernoulli likelihood they must already be
 binarized (0/1), for the discretized logistic multiples of 1/255.

@@ -20,7 +20,7 @@ from crfold.transforms import default_cr_transform
 
 BENCH_DIR = Path(__file__).resolve().parents[2] / "benchmarks"
 HEADER = ["size", "mode", "implementation", "samples/s", "step ms", "speedup vs plain"]
-TINY = ["--sizes", "2x40x8x5", "--steps", "1", "--modes", "ae,vae,cr"]
+TINY = ["--sizes", "2x40x8x5", "--steps", "1", "--modes", "ae,base,cr"]
 
 
 @pytest.fixture()
@@ -31,8 +31,9 @@ def bench(monkeypatch):
 
 
 def tiny_model(mode: str) -> FoldingNetVAE:
+    """The model of a training mode: an AE for ``ae``, else a VAE."""
     torch.manual_seed(0)
-    return FoldingNetVAE(latent_dim=8, k=16, grid_size=5, mode=mode)
+    return FoldingNetVAE(latent_dim=8, k=16, grid_size=5, mode="ae" if mode == "ae" else "vae")
 
 
 def test_main_prints_one_markdown_table(bench, capsys):
@@ -43,7 +44,7 @@ def test_main_prints_one_markdown_table(bench, capsys):
     cells = [[c.strip() for c in ln.strip("|").split("|")] for ln in lines]
     assert cells[0] == HEADER and set(lines[1]) <= {"|", "-"}
     rows = cells[2:]
-    expected = [["2x40x8x5", m, i] for m in ("ae", "vae", "cr") for i in bench.IMPLS]
+    expected = [["2x40x8x5", m, i] for m in ("ae", "base", "cr") for i in bench.IMPLS]
     assert [r[:3] for r in rows] == expected
     for _size, _mode, impl, samples, ms, speedup in rows:
         assert float(samples) > 0 and float(ms) > 0
@@ -59,8 +60,8 @@ def test_main_prints_one_markdown_table(bench, capsys):
 
 
 def test_modes_option_selects_rows(bench, capsys):
-    assert bench.main([*TINY, "--modes", "vae", "--warmup", "0"]) == 0
-    rows = [ln for ln in capsys.readouterr().out.splitlines() if "| vae " in ln]
+    assert bench.main([*TINY, "--modes", "base", "--warmup", "0"]) == 0
+    rows = [ln for ln in capsys.readouterr().out.splitlines() if "| base " in ln]
     assert len(rows) == 3
 
 
@@ -124,13 +125,13 @@ def test_crfold_steps_use_crfold_ops(bench, monkeypatch, impl):
     monkeypatch.setattr(bench, "cdist_chamfer_sum", _forbid("the cdist Chamfer"))
     x = bench.make_batch(2, 40, "cpu")
     gen = torch.Generator().manual_seed(0)
-    terms = bench.objective(tiny_model("vae"), x, "vae", impl, None, gen)
+    terms = bench.objective(tiny_model("vae"), x, "base", impl, None, gen)
     assert set(terms) >= {"loss", "recon", "kl", "chamfer"} and terms["loss"].dtype == torch.float32
     expected = amp_dtype("auto", "cpu") if impl == "crfold" else None
     assert bench.impl_dtype(impl, x.device) == expected
 
 
-@pytest.mark.parametrize("mode", ["ae", "vae", "cr"])
+@pytest.mark.parametrize("mode", ["ae", "base", "cr"])
 def test_losses_agree_and_a_step_trains(bench, mode):
     x = bench.make_batch(3, 40, "cpu")
     assert x.shape == (3, 40, 3) and x.dtype == torch.float32
@@ -145,12 +146,12 @@ def test_losses_agree_and_a_step_trains(bench, mode):
 
 
 def test_table_rows_speedup(bench):
-    times = {("paper", "vae"): {"plain": 1.0, "crfold-fp32": 0.5, "crfold": 0.25}}
+    times = {("paper", "base"): {"plain": 1.0, "crfold-fp32": 0.5, "crfold": 0.25}}
     rows = bench.table_rows(times, [bench.PRESETS["paper"]])
     assert rows == [
-        ["paper", "vae", "plain", "16.00", "1000", "1.00x"],
-        ["paper", "vae", "crfold-fp32", "32.00", "500", "2.00x"],
-        ["paper", "vae", "crfold", "64.00", "250", "4.00x"],
+        ["paper", "base", "plain", "16.00", "1000", "1.00x"],
+        ["paper", "base", "crfold-fp32", "32.00", "500", "2.00x"],
+        ["paper", "base", "crfold", "64.00", "250", "4.00x"],
     ]
 
 
