@@ -19,6 +19,7 @@ Every long job (training, evaluation, data preparation, reports) writes through 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -29,7 +30,7 @@ import sys
 import tempfile
 import time
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -51,27 +52,43 @@ __all__ = [
     "read_yaml",
     "save_checkpoint",
     "set_rng_state",
+    "writing",
 ]
 
 LOCK_FILE = ".lock"
 
 
 class WriteError(OSError):
-    """A file could not be written (disk full, read-only, permission): one line naming the path.
+    """A file could not be written (disk full, quota, read-only, permission, I/O error).
 
-    Subclasses OSError and keeps its ``errno``, so callers that handle OSError still do.
+    An :class:`OSError` whose ``filename`` is the destination (not a temporary file) and whose
+    ``errno``/``strerror`` are those of the failed call; ``str()`` is one line::
+
+        could not write runs/a/last.pt: No space left on device (ENOSPC)
+
+    Make it with :meth:`from_os_error`. It pickles like any OSError (so it crosses from a worker
+    process unchanged) and callers that handle OSError still do.
     """
 
-    def __init__(self, path: str | Path, exc: OSError):
-        reason = exc.strerror or str(exc)
-        code = errno.errorcode.get(exc.errno or 0, "")
-        super().__init__(
-            exc.errno, f"could not write {path}: {reason}" + (f" ({code})" if code else "")
-        )
-        self.path = Path(path)
+    @classmethod
+    def from_os_error(cls, path: str | Path, exc: OSError) -> WriteError:
+        """The :class:`WriteError` of ``exc``, raised while writing ``path``."""
+        return cls(exc.errno, exc.strerror or str(exc), str(path))
 
     def __str__(self) -> str:
-        return self.strerror
+        code = errno.errorcode.get(self.errno or 0, "")
+        return f"could not write {self.filename}: {self.strerror}" + (f" ({code})" if code else "")
+
+
+@contextlib.contextmanager
+def writing(path: str | Path) -> Iterator[None]:
+    """Raises an OSError of the block as a :class:`WriteError` naming ``path``."""
+    try:
+        yield
+    except WriteError:
+        raise
+    except OSError as exc:
+        raise WriteError.from_os_error(path, exc) from exc
 
 
 def _file_mode() -> int:
@@ -120,7 +137,7 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as exc:
-        raise WriteError(path, exc) from exc
+        raise WriteError.from_os_error(path, exc) from exc
     try:
         with os.fdopen(fd, "wb") as f:
             os.fchmod(f.fileno(), _file_mode())
@@ -134,7 +151,7 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
         except FileNotFoundError:
             pass
         if isinstance(exc, OSError) and not isinstance(exc, WriteError):
-            raise WriteError(path, exc) from exc
+            raise WriteError.from_os_error(path, exc) from exc
         raise
     _fsync_dir(path.parent)
     return path
@@ -311,7 +328,7 @@ def check_writable(folder: str | Path, what: str) -> None:
         os.close(fd)
         os.unlink(probe)
     except OSError as exc:
-        raise WriteError(folder / what, exc) from exc
+        raise WriteError.from_os_error(folder / what, exc) from exc
 
 
 class RunLock:
@@ -346,7 +363,7 @@ class RunLock:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             fd = os.open(path, os.O_RDWR | os.O_CREAT, _file_mode())
         except OSError as exc:
-            raise WriteError(path, exc) from exc
+            raise WriteError.from_os_error(path, exc) from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

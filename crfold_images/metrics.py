@@ -23,7 +23,7 @@ import torch
 from crfold import metrics as M
 from crfold.consistency import gaussian_kl
 from crfold.models.common import Posterior
-from crfold.trainer_utils import derive_seed
+from crfold.train.runtime import derive_seed
 from crfold_images.models.likelihoods import binarize
 from crfold_images.models.vae import ImageVAE
 
@@ -41,13 +41,13 @@ def prepare_batch(
     return binarize(x, generator) if likelihood == "bernoulli" else x
 
 
-def subset_indices(n: int, limit: int, split_id: int = 0) -> torch.Tensor:
-    """A fixed random subset of ``limit`` of range(n) (sorted), or all of it when limit is 0.
+def subset_indices(n: int, limit: int | None, split_id: int = 0) -> torch.Tensor:
+    """A fixed random subset of ``limit`` of range(n) (sorted), or all of it when limit is None.
 
     Files may be grouped by class (the shared MNIST CSV is), so "the first N" would not be a
     sample; the subset is drawn by a generator seeded from ``(EVAL_SEED, split_id)``.
     """
-    if not limit or limit >= n:
+    if limit is None or limit >= n:
         return torch.arange(n)
     g = torch.Generator().manual_seed(derive_seed(EVAL_SEED, split_id, 3))
     return torch.randperm(n, generator=g)[:limit].sort().values
@@ -59,7 +59,7 @@ def iter_prepared(
     device: torch.device,
     batch_size: int,
     *,
-    limit: int = 0,
+    limit: int | None = None,
     split_id: int = 0,
     transform: Any = None,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -70,7 +70,7 @@ def iter_prepared(
         likelihood: decides the binarization.
         device: where x goes.
         batch_size: images per batch.
-        limit: a fixed random subset of ``limit`` images only (0 = all), see
+        limit: a fixed random subset of ``limit`` images only (None = all), see
             :func:`subset_indices`.
         split_id: mixed into the seeds (0 test, 1 train, 2 val).
         transform: optional augmentation applied to the [0, 1] images before binarization,
@@ -148,15 +148,14 @@ def evaluate_model(
     out: dict[str, Any] = {"n_test": int(post.mu.shape[0])}
     g = torch.Generator().manual_seed(derive_seed(EVAL_SEED, 10))
     mi, b = M.mutual_information(
-        post.mu, post.logvar, batch_size=cfg.mi_batch_size or None, generator=g,
+        post.mu, post.logvar, batch_size=cfg.mi_batch_size, generator=g,
         return_batch_size=True,
     )  # fmt: skip
     out.update(mi=mi, mi_batch_size=b)
     au, _ = M.active_units(post.mu, threshold=0.01)
     out.update(au=au, au_threshold=0.01, latent_dim=int(post.mu.shape[1]))
 
-    n_iw = cfg.eval_max_images or len(test)
-    n_iw = min(n_iw, len(test))
+    n_iw = len(test) if cfg.eval_max_images is None else min(cfg.eval_max_images, len(test))
     iw_bs = max(1, min(bs, IW_IMAGES_PER_CALL // cfg.eval_chunk))
     g_dev = torch.Generator(device).manual_seed(derive_seed(EVAL_SEED, 11))
     iw_batches = list(iter_prepared(test, likelihood, device, iw_bs, limit=n_iw))

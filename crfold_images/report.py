@@ -1,6 +1,6 @@
 """Report helpers of the image experiments: image grids, mean ± std cells, markdown, bar plots.
 
-Every file is written atomically (:mod:`crfold.checkpoint`); plots use matplotlib's Agg backend.
+Every file is written atomically (:mod:`crfold.io`); plots use matplotlib's Agg backend.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from crfold.checkpoint import atomic_write_bytes, atomic_write_text
+from crfold.io import atomic_write_bytes, atomic_write_text
 
 __all__ = ["bar_plot", "mean_std", "montage", "save_image_grid", "markdown_table"]
 

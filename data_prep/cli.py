@@ -130,7 +130,7 @@ def _run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         _error(args, exc)
         return EXIT_USAGE
-    except WriteError as exc:  # "could not write PATH: [Errno 28] No space left on device"
+    except WriteError as exc:  # "could not write PATH: No space left on device (ENOSPC)"
         _error(args, f"{exc}; finished files are kept, rerun to resume")
         return EXIT_ERROR
     except (OSError, RuntimeError) as exc:  # an OSError's str() names its file

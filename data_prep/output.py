@@ -24,60 +24,29 @@ ordinary, recoverable :class:`OSError`.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import json
-import os
 import re
 import shutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+
+from crfold import io as crfold_io
+from crfold.io import WriteError as WriteError  # re-exported: data_prep.output.WriteError
+from crfold.io import writing
 
 MANIFEST = "manifest.json"
 REPORT = "report.json"
 SHAPE_NAMES = "shape_names.txt"
 CACHE = ".cache"
-_TMP = ".tmp-"
+_TMP = ".tmp-"  # temporaries of earlier versions: <name>.tmp-<pid>
 
 
 class ManifestMismatch(ValueError):
     """The output folder was made with other parameters (and ``overwrite`` was not given)."""
-
-
-class WriteError(OSError):
-    """Writing an output file failed (disk full, quota, permissions, read-only or I/O error).
-
-    An :class:`OSError` whose ``filename`` is the output path (not the temporary file) and whose
-    ``errno``/``strerror`` are those of the failed call; ``str()`` is one line::
-
-        could not write out/demo_train0.h5: [Errno 28] No space left on device
-
-    Create it with :meth:`from_os_error`. It pickles like any :class:`OSError`, so it crosses
-    from a worker process to the main one unchanged.
-    """
-
-    @classmethod
-    def from_os_error(cls, path: str | Path, exc: OSError) -> WriteError:
-        """The :class:`WriteError` for ``exc``, raised while writing ``path``."""
-        return cls(exc.errno, exc.strerror or str(exc), str(path))
-
-    def __str__(self) -> str:
-        code = f"[Errno {self.errno}] " if self.errno is not None else ""
-        return f"could not write {self.filename}: {code}{self.strerror}"
-
-
-@contextlib.contextmanager
-def writing(path: str | Path) -> Iterator[None]:
-    """Raise an :class:`OSError` of the block as a :class:`WriteError` naming ``path``."""
-    try:
-        yield
-    except WriteError:
-        raise
-    except OSError as exc:
-        raise WriteError.from_os_error(path, exc) from exc
 
 
 def atomic_write_bytes(path: Path, data: bytes | memoryview) -> None:
@@ -86,18 +55,7 @@ def atomic_write_bytes(path: Path, data: bytes | memoryview) -> None:
     Raises:
         WriteError: the write failed; the temporary file is deleted and ``path`` is unchanged.
     """
-    tmp = path.with_name(f"{path.name}{_TMP}{os.getpid()}")
-    try:
-        with writing(path):
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-    except BaseException:  # a failed write or an interrupt: leave no partial temporary file
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
-        raise
+    crfold_io.atomic_write_bytes(path, data)
 
 
 def atomic_write_json(path: Path, obj) -> None:
@@ -109,7 +67,8 @@ def remove_temporaries(folder: Path) -> None:
     """Delete temporary files left by a killed run (``*.tmp-<pid>``) in ``folder``."""
     if folder.is_dir():
         for p in folder.iterdir():
-            if _TMP in p.name and p.is_file():
+            ours = p.name.startswith(".") and p.name.endswith(".tmp")  # crfold.io.atomic_write's
+            if (_TMP in p.name or ours) and p.is_file():
                 p.unlink(missing_ok=True)
 
 

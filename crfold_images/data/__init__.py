@@ -10,7 +10,7 @@
 ``omniglot``        folder of ``images_background*.zip`` (zips of PNGs), or one zip
 ``omniglot_mat``    the IWAE ``chardata.mat`` (its own train / test split)
 ``cifar10``         ``cifar-10-python.tar.gz`` or the ``cifar-10-batches-py`` folder
-``cifar10_images``  folder / zips of ``train|test/<class>/<image>`` (../shared/data/cifar10_jpg)
+``cifar10_images``  folder / zips of ``train|test/<class>/<image>`` (e.g. the cifar10_jpg zips)
 ``celeba``          folder with ``img_align_celeba/`` + ``list_eval_partition.txt``
 ==================  =====================================================================
 """
@@ -68,9 +68,9 @@ DATASETS = (
 FASHION_MNIST_ROOT = "/usr/share/datasets/fashion-mnist"
 
 
-def _with_val(name: str, images, labels, val_size: int):
-    """Split a training array into (train, val) with the paper's (or an explicit) size."""
-    n_val = paper_val_size(name, len(images)) if val_size < 0 else val_size
+def _with_val(name: str, images, labels, val_size: int | None):
+    """Split a training array into (train, val) with the paper's (None) or an explicit size."""
+    n_val = paper_val_size(name, len(images)) if val_size is None else val_size
     val_idx, train_idx = split_indices(len(images), [n_val])
     full = ArrayImageSet(images, labels)
     return full.subset(train_idx), (full.subset(val_idx) if n_val else None)
@@ -78,22 +78,23 @@ def _with_val(name: str, images, labels, val_size: int):
 
 def load_dataset(
     name: str = "digits",
-    root: str | Path = "",
+    root: str | Path | None = None,
     *,
-    image_size: int = 0,
-    val_size: int = -1,
-    max_train: int = 0,
+    image_size: int | None = None,
+    val_size: int | None = None,
+    max_train: int | None = None,
     cache_dir: str | Path | None = None,
 ) -> ImageSplits:
     """Load a dataset's train / validation / test splits.
 
     Args:
         name: one of :data:`DATASETS`.
-        root: where the files are (see the module table); ignored for "digits".
-        image_size: output side; 0 keeps the native size (28 for the digit and character sets,
-            32 for CIFAR-10 and CelebA).
-        val_size: validation images held out of train; -1 = the paper's protocol, 0 = none.
-        max_train: keep at most this many training images (seeded subset; 0 = all).
+        root: where the files are (see the module table); ignored for "digits"; None: none
+            (Fashion-MNIST: its default folder).
+        image_size: output side; None keeps the native size (28 for the digit and character
+            sets, 32 for CIFAR-10 and CelebA).
+        val_size: validation images held out of train; None = the paper's protocol, 0 = none.
+        max_train: keep at most this many training images (seeded subset; None = all).
         cache_dir: CelebA's processed-image cache (optional).
 
     Returns:
@@ -105,15 +106,19 @@ def load_dataset(
     """
     if name not in DATASETS:
         raise ValueError(f"name must be one of {DATASETS}, got {name!r}")
+    for key, value, low in (("image_size", image_size, 1), ("val_size", val_size, 0),
+                            ("max_train", max_train, 1)):  # fmt: skip
+        if value is not None and value < low:
+            raise ValueError(f"{key}: expected None or an int >= {low}, got {value}")
     gray_size = image_size or 28
     colour_size = image_size or 32
     if name == "digits":
         images, labels = load_digits_images(gray_size)
         n_test = round(0.2 * len(images))
-        n_val = round(0.1 * (len(images) - n_test)) if val_size < 0 else val_size
+        n_val = round(0.1 * (len(images) - n_test)) if val_size is None else val_size
         train, val, test = _fraction_split(images, labels, n_val, n_test)
         return finish_splits(name, train, val, test, likelihood="bernoulli", max_train=max_train)
-    if name == "fashion_mnist" and not str(root):
+    if name == "fashion_mnist" and root is None:
         root = FASHION_MNIST_ROOT
     root = existing(root, name)
     if name in ("mnist", "fashion_mnist", "mnist5k"):
@@ -135,7 +140,7 @@ def load_dataset(
             raise FileNotFoundError(f"{root}: no images_background*.zip")
         images, labels, _ = read_omniglot_zips(zips, gray_size)
         n = len(images)
-        n_val = round(n * 1_000 / 19_280) if val_size < 0 else val_size
+        n_val = round(n * 1_000 / 19_280) if val_size is None else val_size
         train, val, test = _fraction_split(images, labels, n_val, round(n * 2_000 / 19_280))
         return finish_splits(name, train, val, test, likelihood="bernoulli", max_train=max_train)
     if name == "omniglot_mat":

@@ -7,7 +7,7 @@ they are read with a restricted unpickler that allows only what these files cont
 array reconstruction and dtype, ``_codecs.encode`` of Python-3 re-pickles) and refuses any
 other global. The batches are read from a folder or straight from the tar.gz.
 
-Image trees (e.g. ../shared/data/cifar10_jpg): ``<split>/<class>/<name>.{png,jpg}`` in a folder
+Image trees (e.g. the cifar10_jpg zips): ``<split>/<class>/<name>.{png,jpg}`` in a folder
 or in zip files; classes are the sorted folder names (CIFAR-10's official label order is
 alphabetical, so label indices agree with the pickles).
 """

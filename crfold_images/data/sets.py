@@ -168,10 +168,10 @@ def finish_splits(
     test: object,
     *,
     likelihood: str,
-    max_train: int = 0,
+    max_train: int | None = None,
 ) -> ImageSplits:
-    """Cap the training set at ``max_train`` images (seeded, 0 = all) and package the splits."""
-    if max_train and max_train < len(train):
+    """Cap the training set at ``max_train`` images (seeded, None = all) and package the splits."""
+    if max_train is not None and max_train < len(train):
         (keep, _) = split_indices(len(train), [max_train])
         train = train.subset(keep) if isinstance(train, ArrayImageSet) else SubsetView(train, keep)
     first = train[0][0]
@@ -198,8 +198,11 @@ def paper_val_size(name: str, n_train: int) -> int:
     return 0
 
 
-def existing(path: str | Path, what: str) -> Path:
+def existing(path: str | Path | None, what: str) -> Path:
+    """``path`` as a Path; FileNotFoundError when it is None or does not exist."""
+    if path is None or not str(path):
+        raise FileNotFoundError(f"{what}: needs the folder / file of its data, got no data root")
     path = Path(path)
-    if not str(path) or not path.exists():
+    if not path.exists():
         raise FileNotFoundError(f"data root {str(path)!r} for {what} does not exist")
     return path

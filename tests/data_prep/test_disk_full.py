@@ -14,6 +14,7 @@ import h5py
 import numpy as np
 import pytest
 
+from crfold import io as crfold_io
 from crfold.data import HDF5PointClouds
 from data_prep import cli, output
 from data_prep.npz import convert_npz
@@ -59,27 +60,25 @@ class _DiskFullFile:
     def __getattr__(self, name):
         return getattr(self._f, name)
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._f.close()
 
 
 def _fill_disk_at(monkeypatch, name_part: str, room: int = 1000) -> None:
-    """Make :mod:`data_prep.output` fail writing files whose name contains ``name_part``."""
+    """Make the atomic writes (:func:`crfold.io.atomic_write`, which data_prep writes through)
+    fail on files whose name contains ``name_part``, after ``room`` bytes."""
+    real = crfold_io.atomic_write
 
-    def full_disk_open(file, mode="r", *args, **kwargs):
-        f = open(file, mode, *args, **kwargs)
-        return _DiskFullFile(f, room) if "w" in mode and name_part in Path(file).name else f
+    def full_disk_write(path, write):
+        if name_part not in Path(path).name:
+            return real(path, write)
+        return real(path, lambda f: write(_DiskFullFile(f, room)))
 
-    monkeypatch.setattr(output, "open", full_disk_open, raising=False)
+    monkeypatch.setattr(crfold_io, "atomic_write", full_disk_write)
 
 
 def test_write_error_is_one_line_naming_the_path_and_pickles():
     exc = output.WriteError.from_os_error("out/demo_train0.h5", ENOSPC)
     assert isinstance(exc, OSError) and exc.errno == errno.ENOSPC
-    assert str(exc) == "could not write out/demo_train0.h5: [Errno 28] No space left on device"
+    assert str(exc) == "could not write out/demo_train0.h5: No space left on device (ENOSPC)"
     again = pickle.loads(pickle.dumps(exc))  # raised in a worker process, re-raised in the main
     assert type(again) is output.WriteError and str(again) == str(exc)
 
@@ -114,7 +113,7 @@ def test_npz_disk_full_exits_1_then_resumes(tmp_path, monkeypatch, capsys):
     assert cli.main(args) == cli.EXIT_ERROR
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err
-    assert f"could not write {out / 'clouds_train1.h5'}: [Errno 28] No space left" in err
+    assert f"could not write {out / 'clouds_train1.h5'}: No space left" in err
     assert _temporaries(out) == [] and not (out / "clouds_train1.h5").exists()
     assert len(h5py.File(out / "clouds_train0.h5", "r")["data"]) == 3  # kept, readable
 
@@ -165,6 +164,6 @@ def test_real_write_failure_in_subprocess_exits_1_without_segfault(tmp_path):
     )
     assert proc.returncode == cli.EXIT_ERROR, proc.stderr
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
-    assert f"could not write {out / 'clouds_test0.h5'}: [Errno {errno.EFBIG}]" in proc.stderr
+    assert f"could not write {out / 'clouds_test0.h5'}: File too large (EFBIG)" in proc.stderr
     assert _temporaries(out) == [] and not (out / "clouds_test0.h5").exists()
     assert len(HDF5PointClouds(out, "train")) == 4  # the finished split is intact
