@@ -141,54 +141,63 @@ def add_train_parser(sub, name: str, task: str | None, help: str) -> argparse.Ar
 
 
 def _cmd_probe(args: argparse.Namespace) -> int:
-    from .evaluate import PROBE_FILE, probe_run
+    from .eval.encode import checkpoint_path
+    from .eval.format import format_probe
+    from .eval.output import run_output
+    from .eval.run import PROBE_FILE, probe_run
+    from .io import atomic_write_json
 
     try:
-        res = probe_run(
-            args.run,
-            C=args.C,
-            standardize=args.standardize,
-            which=args.which,
-            batch_size=args.batch_size,
-            device=args.device,
-            progress=not args.quiet,
-        )
-    except (ValueError, FileNotFoundError) as exc:
+        # The run is claimed before anything is computed: checkpoint, writable folder, lock.
+        ckpt = checkpoint_path(args.run, args.which).name
+        with run_output(args.run, PROBE_FILE, "crfold probe", ckpt) as path:
+            res = probe_run(
+                args.run,
+                C=args.C,
+                standardize=args.standardize,
+                which=args.which,
+                batch_size=args.batch_size,
+                device=args.device,
+                write=False,
+                progress=not args.quiet,
+            )
+            print(format_probe(res, args.run), flush=True)  # the result first, then the file
+            atomic_write_json(path, res)
+    except _user_errors() as exc:
         return _error("probe", exc)
-    svm, logi = res["svm"], res["logistic"]
-    print(f"{args.run} ({args.which}.pt, step {res['step']}): codes of {res['train_split']} "
-          f"({svm['n_train']}) -> {res['test_split']} ({svm['n_test']}), C={svm['C']}, "
-          f"standardize={svm['standardize']}")  # fmt: skip
-    print(f"  {'probe':<10}{'accuracy':>10}{'mean class':>12}")
-    for name, r in (("linear SVM", svm), ("logistic", logi)):
-        note = "" if r["converged"] else "  (not converged)"
-        print(f"  {name:<10}{r['accuracy']:>10.4f}{r['mean_class_accuracy']:>12.4f}{note}")
-    print(f"  wrote {Path(args.run) / PROBE_FILE}")
+    print(f"  wrote {path}")
     return 0
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from .eval_run import DEFAULT_SEED, EVAL_FILE, evaluate_run
+    from .eval.consistency import DEFAULT_SEED
+    from .eval.encode import checkpoint_path
+    from .eval.format import format_eval
+    from .eval.output import run_output
+    from .eval.run import EVAL_FILE, evaluate_run
+    from .io import atomic_write_json
 
     try:
-        res = evaluate_run(
-            args.run,
-            data=args.data,
-            overrides=args.overrides,
-            which=args.which,
-            families=tuple(args.families.split(",")),
-            seed=DEFAULT_SEED if args.seed is None else args.seed,
-            mi_batch_size=args.mi_batch_size,
-            batch_size=args.batch_size,
-            device=args.device,
-            progress=not args.quiet,
-        )
-    except (ValueError, FileNotFoundError) as exc:
+        ckpt = checkpoint_path(args.run, args.which).name
+        with run_output(args.run, EVAL_FILE, "crfold eval", ckpt) as path:
+            res = evaluate_run(
+                args.run,
+                data=args.data,
+                overrides=args.overrides,
+                which=args.which,
+                families=tuple(args.families.split(",")),
+                seed=DEFAULT_SEED if args.seed is None else args.seed,
+                mi_batch_size=args.mi_batch_size,
+                batch_size=args.batch_size,
+                device=args.device,
+                write=False,
+                progress=not args.quiet,
+            )
+            print(format_eval(res), flush=True)  # the result first, then the file
+            atomic_write_json(path, res)
+    except _user_errors() as exc:
         return _error("eval", exc)
-    from .experiment_report import format_eval
-
-    print(format_eval(res))
-    print(f"  wrote {Path(args.run) / EVAL_FILE}")
+    print(f"  wrote {path}")
     return 0
 
 
@@ -206,7 +215,9 @@ def _register_builtin(sub) -> None:
         description=textwrap.fill(
             "Encode the run's train and test splits (posterior means, eval mode, no "
             "augmentation), fit LinearSVC(random_state=0) and a logistic regression on the train "
-            "codes, score them on the test codes, and write RUN/probe.json.",
+            "codes, score them on the test codes, print them and write RUN/probe.json. The run "
+            "is checked first (checkpoint, writable folder, no other writer), so a read-only or "
+            "busy run fails at once.",
             100,
         ),
         formatter_class=_HelpFormatter,
@@ -234,14 +245,20 @@ def _register_builtin(sub) -> None:
             "Evaluate a run on its probe split: Chamfer in both conventions, linear SVM and "
             "logistic probes (fit on the train split), mutual information, active units, and the "
             "latent consistency under held-out rotations, translations, scalings and jitter. "
-            "Writes RUN/eval.json. --data and --set KEY=VALUE (data keys only) evaluate on other "
-            "data.",
+            "Prints them and writes RUN/eval.json (the run is checked first: checkpoint, writable "
+            "folder, no other writer). --data and --set KEY=VALUE (data keys only) evaluate on "
+            "other data; a relative --data path is looked up under $CRFOLD_DATA when it does not "
+            "exist from the working directory.",
             100,
         ),
         formatter_class=_HelpFormatter,
     )
     p.add_argument("run", metavar="RUN", help="run directory written by crfold train")
-    p.add_argument("--data", default=None, help="evaluate on this .npz / HDF5 folder / synthetic")
+    p.add_argument(
+        "--data",
+        default=None,
+        help="evaluate on this .npz / HDF5 folder / synthetic (relative: also under $CRFOLD_DATA)",
+    )
     p.add_argument("--which", choices=("best", "last"), default="best", help="checkpoint to use")
     p.add_argument(
         "--families",
@@ -291,11 +308,19 @@ def _command_line(args: argparse.Namespace) -> str:
 
 
 def _cmd_table9(args: argparse.Namespace) -> int:
-    from .experiment import plan_variants, run_experiment
+    from .experiments.table9 import normalize_modes, plan_variants, run_table9
+    from .io import RunLockedError
 
+    command = "crfold experiment table9"
     try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", DeprecationWarning)
+            modes = normalize_modes([m.strip() for m in args.modes.split(",") if m.strip()])
+        for w in caught:  # old mode names: say so, and quote the new ones in the report
+            print(f"{command}: warning: {w.message}", file=sys.stderr)
+        args.modes = ",".join(modes)
         variants = plan_variants(
-            [m.strip() for m in args.modes.split(",") if m.strip()],
+            modes,
             lams=_floats(args.lams) if args.lams else None,
             ablation=args.ablation,
             untrained=args.untrained,
@@ -303,15 +328,18 @@ def _cmd_table9(args: argparse.Namespace) -> int:
         seeds = list(range(args.first_seed, args.first_seed + args.seeds))
         if not args.name or any(c in args.name for c in "/\\ "):
             raise ValueError(f"--name: expected a file name without spaces, got {args.name!r}")
-        report = run_experiment(
+        report = run_table9(
             args.out, args.config, args.overrides, variants, seeds, args.jobs, args.which,
             report=args.name, quiet=args.quiet, command=_command_line(args),
         )  # fmt: skip
-    except (ValueError, FileNotFoundError, RuntimeError) as exc:
-        print(f"crfold experiment table9: error: {exc}", file=sys.stderr)
-        return 2 if isinstance(exc, (ValueError, FileNotFoundError)) else 1
+    except (ValueError, FileNotFoundError, RunLockedError) as exc:
+        print(f"{command}: error: {exc}", file=sys.stderr)
+        return 2
+    except RuntimeError as exc:
+        print(f"{command}: error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt as exc:
-        print(f"crfold experiment table9: {exc}", file=sys.stderr)
+        print(f"{command}: {exc}", file=sys.stderr)
         return 130
     print(f"wrote {report}")
     return 0
@@ -327,7 +355,9 @@ def _register_experiment(sub) -> None:
         description=textwrap.fill(
             "Train each variant for each seed with the same config, data and budget, evaluate "
             "every run (crfold eval: Chamfer, SVM/logistic probes, MI, AU, latent consistency) "
-            "and write OUT/report.md with a mean +- std table and plots. Rerun to resume.",
+            "and write OUT/report.md with a mean +- std table and plots. Rerun to resume. Each "
+            "run directory has one writer at a time: a run another process is training is "
+            "reported with its holder.",
             100,
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -336,7 +366,11 @@ def _register_experiment(sub) -> None:
     t.add_argument("--out", default="runs/table9", help="experiment directory")
     t.add_argument("--seeds", type=int, default=3, help="seeds per variant")
     t.add_argument("--first-seed", type=int, default=0, help="seeds are first..first+seeds-1")
-    t.add_argument("--modes", default="vae+aug,cr", help="rows, from ae,vae,vae+aug,cr")
+    t.add_argument(
+        "--modes",
+        default="aug,cr",
+        help="rows, from ae,base,aug,cr (aug: FoldingNet-VAE + Aug; old names vae, vae+aug map)",
+    )
     t.add_argument("--lams", default=None, help="Table-4 lambda sweep of cr, e.g. 0,0.01,0.1,1")
     t.add_argument(
         "--ablation", action="store_true", help="Table-5 rows: one augmentation family at a time"

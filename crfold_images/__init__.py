@@ -9,6 +9,9 @@ units, IW-NLL, latent consistency, probes); nothing of those is re-implemented h
 * :mod:`crfold_images.transforms` - batched per-image random affine (rotate, translate, scale).
 * :mod:`crfold_images.data` - MNIST / Fashion-MNIST idx, the MNIST CSV, Omniglot zips and
   chardata.mat, CIFAR-10 pickles and image trees, CelebA; the embedded default (digits).
-* :mod:`crfold_images.train`, :mod:`crfold_images.experiments` - one run; the paper's
-  Tables 1-6 (``python -m crfold_images.experiments table1 ...``).
+* :mod:`crfold_images.config`, :mod:`crfold_images.task` - the ``images`` task of the run engine
+  (:mod:`crfold.train`): ``crfold images train KEY=VALUE ...`` (= ``crfold train task=images``).
+* :mod:`crfold_images.train` - one run by directory (``train_run``, over the engine);
+  :mod:`crfold_images.experiments` - the paper's Tables 1-6 (``crfold images tables table1 ...``,
+  also ``python -m crfold_images.experiments``); :mod:`crfold_images.cli` - ``crfold images``.
 """

@@ -74,7 +74,9 @@ class ImageConfig(RunConfig):
         "folder / file of the dataset (see crfold_images.data); a relative path is also looked "
         "up under $CRFOLD_DATA; None: none (digits is embedded)",
     )
-    image_size: int | None = option(None, "image side; None: native (28 digits/characters, 32 colour)")
+    image_size: int | None = option(
+        None, "image side; None: native (28 digits/characters, 32 colour)"
+    )
     val_size: int | None = option(
         None, "validation images held out of train (0: none); None: the paper's protocol"
     )
@@ -92,7 +94,9 @@ class ImageConfig(RunConfig):
         None, "fixed sigma of the gaussian likelihood; None: learned"
     )
     # --- objective
-    beta: float = option(1.0, "weight of the KL to the prior (beta-VAE); not of the consistency term")
+    beta: float = option(
+        1.0, "weight of the KL to the prior (beta-VAE); not of the consistency term"
+    )
     lam: float | None = option(
         None, "consistency weight lambda; None: 0.1 * beta (the paper's choice)"
     )

@@ -1,13 +1,17 @@
 """The paper's image tables (§4.1, Tables 1-6) as runnable experiments.
 
-    python -m crfold_images.experiments table1 table3 --data mnist5k=../shared/data/mnist \\
-        --models vae --seeds 3 --epochs 10 --set width=0.25 --out results/images
+    crfold images tables table1 table3 --data mnist5k=mnist --models vae --seeds 3 \\
+        --epochs 10 --set width=0.25 --out results/images
 
-Each table trains its grid of cells x seeds (one :func:`crfold_images.train.train_run` per run
-directory), evaluates them (MI, AU, IW-NLL, probe accuracy, latent consistency) and writes
-``<out>/<table>.md`` (the paper's layout, mean ± std over seeds, then every metric of every
-cell), ``<table>.json``, ``<table>_bars.png`` (MI / AU / NLL bars) and ``<table>_samples.png``
-(prior samples and reconstructions of seed 0 of each cell).
+(``python -m crfold_images.experiments ...`` is the same command.) A relative data root is
+looked up under ``$CRFOLD_DATA`` when it does not exist from the working directory.
+
+Each table trains its grid of cells x seeds (one :func:`crfold_images.train.train_run`, i.e. one
+run of the engine, per run directory), evaluates them (MI, AU, IW-NLL, probe accuracy, latent
+consistency: each run's ``eval.json``) and writes ``<out>/<table>.md`` (the paper's layout,
+mean ± std over seeds, then every metric of every cell), ``<table>.json``, ``<table>_bars.png``
+(MI / AU / NLL bars) and ``<table>_samples.png`` (prior samples and reconstructions of seed 0 of
+each cell).
 
 Grids (rows as in the paper; models: vae, iwae, beta0.5, beta10):
 
@@ -17,11 +21,12 @@ Grids (rows as in the paper; models: vae, iwae, beta0.5, beta10):
 * table5: CR-VAE with rotations only, translations only, scaling only, all (first dataset).
 * table6: VAE, VAE + augmentations, VAE + triplet loss, CR-VAE (first dataset).
 
-Run directories are ``<out>/runs/<dataset>/<cell>-<hash>/seed<k>``, the hash covering every
-training key but ``epochs``, so identical cells of different tables (table6's CR-VAE is table1's)
-train once; finished runs are skipped on rerun, unfinished ones resume, and a rerun with more
-``--epochs`` continues the finished runs from their last epoch (exactly as an uninterrupted run
-would have trained; fewer epochs than a run already has is an error).
+Run directories are ``<out>/runs/<dataset>/<cell>-<hash>/seed<k>``, the hash covering the keys
+that define a run (every key outside ``ImageConfig.RESUMABLE``) but ``seed`` and ``data_root``,
+so identical cells of different tables (table6's CR-VAE is table1's) train once; finished runs
+are skipped on rerun, unfinished ones resume, and a rerun with more ``--epochs`` continues the
+finished runs from their last epoch (exactly as an uninterrupted run would have trained; fewer
+epochs than a run already has is an error).
 """
 
 from __future__ import annotations
@@ -31,18 +36,30 @@ import hashlib
 import json
 import math
 import os
+import shlex
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from crfold.checkpoint import atomic_write_json
-from crfold_images.config import ImageConfig, describe_image_fields, load_image_config
+from crfold.config import load_config
+from crfold.io import atomic_write_json
+from crfold_images.config import ImageConfig
 from crfold_images.report import bar_plot, markdown_table, mean_std, montage, write_text
-from crfold_images.train import RESULT_FILE, _training_keys, train_run
+from crfold_images.train import finished_result, train_run
 
-__all__ = ["Cell", "TABLES", "build_grid", "main", "run_table"]
+__all__ = [
+    "Cell",
+    "TABLES",
+    "add_table_arguments",
+    "build_grid",
+    "main",
+    "run_key",
+    "run_table",
+    "run_tables",
+    "write_table",
+]
 
 TABLES = ("table1", "table2", "table3", "table4", "table5", "table6")
 MODELS = {  # name -> (row label, overrides)
@@ -105,19 +122,31 @@ def build_grid(table: str, datasets: list[str], models: list[str]) -> list[Cell]
     ]
 
 
-def cell_config(base: ImageConfig, cell: Cell, roots: dict[str, str], seed: int) -> ImageConfig:
+def cell_config(
+    base: ImageConfig, cell: Cell, roots: dict[str, str | None], seed: int
+) -> ImageConfig:
     """The run config of ``cell`` at ``seed``: the base config with the cell's overrides."""
     return base.replace(
-        dataset=cell.dataset, data_root=roots.get(cell.dataset, ""), seed=seed, **cell.overrides
+        dataset=cell.dataset, data_root=roots.get(cell.dataset), seed=seed, **cell.overrides
     )
+
+
+# Run-defining keys that still do not name another run directory: the seed has its own folder,
+# the same data moved elsewhere is the same run. (``epochs`` is resumable: a larger --epochs
+# extends a finished run, resumed exactly.)
+_NOT_HASHED = ("seed", "data_root")
+
+
+def run_key(cfg: ImageConfig) -> dict[str, Any]:
+    """The keys that name a run directory: the run-defining ones but seed and data_root."""
+    return {
+        k: v for k, v in cfg.to_dict().items() if k not in cfg.RESUMABLE and k not in _NOT_HASHED
+    }
 
 
 def run_dir_of(out: Path, cfg: ImageConfig) -> Path:
     """``<out>/runs/<dataset>/<objective>-b<beta>-<mode>-<hash>/seed<k>``."""
-    keys = _training_keys(cfg.to_dict())
-    keys.pop("seed")
-    keys.pop("data_root")  # the same data moved elsewhere is the same run
-    keys.pop("epochs")  # a larger --epochs extends a finished run (resumed exactly)
+    keys = run_key(cfg)
     digest = hashlib.sha1(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:8]
     slug = f"{cfg.objective}-b{cfg.beta:g}-{cfg.mode}-{digest}"
     return out / "runs" / cfg.dataset / slug / f"seed{cfg.seed}"
@@ -125,21 +154,21 @@ def run_dir_of(out: Path, cfg: ImageConfig) -> Path:
 
 def _train_one(cfg_dict: dict[str, Any], run_dir: str) -> dict[str, Any] | None:
     """Worker of ``--jobs N``: one run in its own process (quiet)."""
-    return train_run(ImageConfig.from_dict(cfg_dict), run_dir, quiet=True)
+    return train_run(ImageConfig.from_dict(cfg_dict, "worker"), run_dir, quiet=True)
 
 
 def _collect(out: Path, cells: list[Cell], base: ImageConfig, roots, seeds, quiet: bool, jobs: int):
     """Train / load every run of the grid; {cell index: [result per seed]} and the run dirs.
 
     With ``jobs > 1`` the unfinished runs train in that many processes at once (each with
-    ``threads`` torch threads, default ``cpu_count // jobs``).
+    ``num_threads`` torch threads, default ``cpu_count // jobs``).
     """
     plan = []  # (cell index, config, run dir)
     for i, cell in enumerate(cells):
         for seed in seeds:
             cfg = cell_config(base, cell, roots, seed)
             plan.append((i, cfg, run_dir_of(out, cfg)))
-    todo = [p for p in plan if not (p[2] / RESULT_FILE).is_file()]
+    todo = [p for p in plan if finished_result(p[1], p[2]) is None]
     todo.sort(key=lambda p: p[1].mode == "base")  # paired modes cost ~2x: start them first
     if not quiet:
         print(f"{len(plan)} runs, {len(plan) - len(todo)} already finished, {len(todo)} to train")
@@ -147,11 +176,11 @@ def _collect(out: Path, cells: list[Cell], base: ImageConfig, roots, seeds, quie
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
-        threads = base.threads or max(1, (os.cpu_count() or 1) // jobs)
+        threads = base.num_threads or max(1, (os.cpu_count() or 1) // jobs)
         ctx = mp.get_context("spawn")
         with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
             futures = {
-                pool.submit(_train_one, cfg.replace(threads=threads).to_dict(), str(rd)): rd
+                pool.submit(_train_one, cfg.replace(num_threads=threads).to_dict(), str(rd)): rd
                 for _, cfg, rd in todo
             }
             for n, fut in enumerate(as_completed(futures), start=1):
@@ -162,9 +191,9 @@ def _collect(out: Path, cells: list[Cell], base: ImageConfig, roots, seeds, quie
     results: dict[int, list[dict[str, Any]]] = {}
     dirs: dict[int, list[Path]] = {}
     for n, (i, cfg, rd) in enumerate(plan, start=1):
-        if not quiet and not (rd / RESULT_FILE).is_file():
+        if not quiet and finished_result(cfg, rd) is None:
             print(f"[{n}/{len(plan)}] {cells[i].dataset} {cells[i].label} seed {cfg.seed}: {rd}")
-        result = train_run(cfg, rd, quiet=quiet)  # loads a finished run's result.json
+        result = train_run(cfg, rd, quiet=quiet)  # a finished run's eval.json, no training
         if result is None:  # interrupted by a signal: stop the whole grid
             raise KeyboardInterrupt(f"interrupted during {rd}; rerun to resume")
         results.setdefault(i, []).append(result)
@@ -221,7 +250,7 @@ def run_table(
     out: Path,
     base: ImageConfig,
     datasets: list[str],
-    roots: dict[str, str],
+    roots: dict[str, str | None],
     models: list[str],
     seeds: list[int],
     command: str = "",
@@ -235,6 +264,25 @@ def run_table(
     """
     cells = build_grid(table, datasets, models)
     results, dirs = _collect(out, cells, base, roots, seeds, quiet, jobs)
+    return write_table(table, out, base, cells, results, dirs, seeds, command)
+
+
+def write_table(
+    table: str,
+    out: Path,
+    base: ImageConfig,
+    cells: list[Cell],
+    results: dict[int, list[dict[str, Any]]],
+    dirs: dict[int, list[Path]],
+    seeds: list[int],
+    command: str = "",
+) -> dict[str, Any]:
+    """The report of a trained grid: ``<table>.md``, ``.json``, ``_bars.png``, ``_samples.png``.
+
+    Args:
+        results, dirs: {cell index: per seed, the run's eval.json / its run directory}.
+    """
+    datasets = list(dict.fromkeys(c.dataset for c in cells))
     summary = {
         "table": table,
         "base_config": base.to_dict(),
@@ -283,17 +331,30 @@ def run_table(
     return summary
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m crfold_images.experiments",
-        description="Train and evaluate the paper's image tables (Tables 1-6 of CR-VAE).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+DESCRIPTION = "Train and evaluate the paper's image tables (Tables 1-6 of CR-VAE)."
+_PROGS = {"module": "python -m crfold_images.experiments", "cli": "crfold images tables"}
+
+
+class _HelpConfig(argparse.Action):
+    """``--help-config``: print every ImageConfig key and exit (like --help)."""
+
+    def __init__(
+        self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None
+    ):  # noqa: A002
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print("ImageConfig keys (--set KEY=VALUE):\n" + ImageConfig.describe())
+        parser.exit()
+
+
+def add_table_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The options of the tables command (``crfold images tables`` and this module's CLI)."""
     p.add_argument("tables", nargs="+", choices=TABLES, help="the tables to run")
     p.add_argument("--out", default="runs/images", help="output directory")
     p.add_argument("--data", action="append", default=[], metavar="NAME[=ROOT]",
-                   help="dataset and its root, repeatable (default: the config's dataset, "
-                        "digits: embedded)")  # fmt: skip
+                   help="dataset and its root (relative: also under $CRFOLD_DATA), repeatable "
+                        "(default: the config's dataset, digits: embedded)")  # fmt: skip
     p.add_argument("--models", default="vae,iwae,beta0.5,beta10",
                    help="models of tables 1-3, comma-separated: " + ",".join(MODELS))  # fmt: skip
     p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per cell")
@@ -306,30 +367,56 @@ def build_parser() -> argparse.ArgumentParser:
                    help="any ImageConfig key (see --help-config), repeatable")  # fmt: skip
     p.add_argument("--jobs", type=int, default=1, help="runs trained at once, in processes")
     p.add_argument("--quiet", action="store_true", help="no progress bars or per-run lines")
+    p.add_argument("--help-config", action=_HelpConfig, help="list every ImageConfig key and exit")
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if "--help-config" in argv:
-        print("ImageConfig keys (--set KEY=VALUE):\n" + describe_image_fields())
-        return 0
-    args = build_parser().parse_args(argv)
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=_PROGS["module"],
+        description=DESCRIPTION,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    return add_table_arguments(p)
+
+
+def command_line(args: argparse.Namespace, prog: str = _PROGS["cli"]) -> str:
+    """The command that reproduces ``args`` (named in the reports; --jobs only when > 1)."""
+    parts = [*args.tables, "--out", args.out]
+    for spec in args.data:
+        parts += ["--data", spec]
+    parts += ["--models", args.models, "--seeds", str(args.seeds)]
+    for flag, value in (("--config", args.config), ("--epochs", args.epochs),
+                        ("--max-train", args.max_train), ("--width", args.width),
+                        ("--eval-samples", args.eval_samples)):  # fmt: skip
+        if value is not None:
+            parts += [flag, str(value)]
+    for item in args.set:
+        parts += ["--set", item]
+    if args.jobs != 1:
+        parts += ["--jobs", str(args.jobs)]
+    return " ".join([prog, *(shlex.quote(p) for p in parts)])
+
+
+def run_tables(args: argparse.Namespace, prog: str = _PROGS["cli"]) -> int:
+    """Runs the tables of parsed ``args`` (the options of :func:`add_table_arguments`)."""
+    if args.jobs < 1 or args.seeds < 1:
+        raise ValueError(f"--jobs and --seeds: expected ints >= 1, got {args.jobs}, {args.seeds}")
     overrides = list(args.set)
     for key, value in (("epochs", args.epochs), ("max_train", args.max_train),
                        ("width", args.width), ("eval_samples", args.eval_samples)):  # fmt: skip
         if value is not None:
             overrides.append(f"{key}={value}")
-    base = load_image_config(args.config, overrides)
-    roots: dict[str, str] = {}
+    base = load_config(args.config, overrides, cls=ImageConfig)
+    roots: dict[str, str | None] = {}
     datasets = []
     for spec in args.data or [base.dataset]:
         name, sep, root = spec.partition("=")
         datasets.append(name)
-        roots[name] = root if sep else (base.data_root if name == base.dataset else "")
+        roots[name] = root if sep else (base.data_root if name == base.dataset else None)
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     out = Path(args.out)
-    command = "python -m crfold_images.experiments " + " ".join(argv)
+    command = command_line(args, prog)
     t0 = time.perf_counter()
     for table in dict.fromkeys(args.tables):
         run_table(table, out, base, datasets, roots, models, list(range(args.seeds)),
@@ -337,6 +424,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{table}: wrote {out / (table + '.md')}")
     print(f"done in {time.perf_counter() - t0:.0f} s")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m crfold_images.experiments`` (an alias of ``crfold images tables``)."""
+    argv = sys.argv[1:] if argv is None else argv
+    if "--help-config" in argv:
+        print("ImageConfig keys (--set KEY=VALUE):\n" + ImageConfig.describe())
+        return 0
+    return run_tables(build_parser().parse_args(argv), _PROGS["module"])
 
 
 if __name__ == "__main__":

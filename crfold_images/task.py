@@ -65,11 +65,11 @@ def load_splits(cfg: ImageConfig) -> ImageSplits:
     Raises:
         FileNotFoundError: ``data_root`` is None (for a dataset with files) or names no file.
     """
-    root = None
-    if cfg.data_root is not None:
+    root = None  # digits is embedded (data_root is not read); fashion_mnist has a default folder
+    if cfg.dataset != "digits" and cfg.data_root is not None:
         root = resolve_data_path(cfg.data_root, "data_root")
-    elif cfg.dataset not in ("digits", "fashion_mnist"):  # digits is embedded, fashion_mnist
-        raise FileNotFoundError(  # has a default folder
+    elif cfg.dataset not in ("digits", "fashion_mnist"):
+        raise FileNotFoundError(
             f"data_root: dataset {cfg.dataset!r} needs its files; pass data_root=PATH, or set "
             "CRFOLD_DATA to the folder that holds them and data_root to the name inside it"
         )

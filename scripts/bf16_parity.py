@@ -79,7 +79,7 @@ def train_one(args: argparse.Namespace, name: str) -> None:
 
 
 def curves(run_dir: Path) -> tuple[list[int], list[float], list[float]]:
-    from crfold.trainer_utils import read_metrics
+    from crfold.train.runtime import read_metrics
 
     rows = [r for r in read_metrics(run_dir) if r.get("kind") == "train"]
     return [r["step"] for r in rows], [r["loss"] for r in rows], [r["chamfer"] for r in rows]

@@ -46,14 +46,23 @@ NVAE_PARITY_MODE = "nvae"
 
 
 # ------------------------------------------------------------------------------------- builders
-def conv_run(args: argparse.Namespace, amp: str, mode: str, run_dir: Path, *extra: str) -> Any:
-    """A conv-VAE trainer (``crfold_images.train._Run``) of ``--image-config`` in ``run_dir``."""
-    from crfold_images.config import load_image_config
-    from crfold_images.train import _Run
+def conv_config(args: argparse.Namespace, amp: str, mode: str, run_dir: Path, *extra: str) -> Any:
+    """The conv-VAE config (``ImageConfig``) of ``--image-config`` for ``run_dir``."""
+    from crfold.config import load_config
+    from crfold_images.config import ImageConfig
 
-    overrides = [f"amp={amp}", f"mode={mode}", f"seed={args.seed}", *extra]
-    cfg = load_image_config(args.image_config, overrides)
-    return _Run(cfg, run_dir, quiet=True)
+    overrides = [f"amp={amp}", f"mode={mode}", f"seed={args.seed}", f"run_dir={run_dir}", *extra]
+    return load_config(args.image_config, overrides, cls=ImageConfig)
+
+
+def conv_run(args: argparse.Namespace, amp: str, mode: str, run_dir: Path, *extra: str) -> Any:
+    """A conv-VAE trainer of the run engine (``crfold.train.Trainer``) in ``run_dir``.
+
+    The caller closes it (``trainer.log.close(); trainer.close()``: the run-directory lock).
+    """
+    from crfold.train import Trainer
+
+    return Trainer(conv_config(args, amp, mode, run_dir, *extra), quiet=True)
 
 
 def nvae_trainer(args: argparse.Namespace, amp: str, mode: str, run_dir: Path, *extra: str) -> Any:
@@ -91,16 +100,24 @@ def speed(args: argparse.Namespace) -> list[dict[str, Any]]:
             torch.set_num_threads(threads)
             for mode in CONV_MODES:
                 runs = {
-                    name: conv_run(args, amp, mode, Path(tmp) / f"conv-{mode}-{name}-{threads}")
+                    name: conv_run(
+                        args,
+                        amp,
+                        mode,
+                        Path(tmp) / f"conv-{mode}-{name}-{threads}",
+                        f"num_threads={threads}",
+                    )
                     for name, amp in PRECISIONS.items()
                 }
                 first = next(iter(runs.values()))
                 batch = first.cfg.batch_size
-                images, _ = first.splits.train.get_batch(torch.arange(batch))  # (B, 1, 28, 28)
+                images, _ = first.task.splits.train.get_batch(torch.arange(batch))  # (B, 1, 28, 28)
+                images = images.to(first.device)
                 steps = {n: (lambda r=r, x=images: r.train_step(x)) for n, r in runs.items()}
                 med = _alternate(steps, args.warmup, args.speed_steps)
                 for r in runs.values():
                     r.log.close()
+                    r.close()
                 rows.append(_speed_row("conv VAE", mode, threads, batch, med))
                 print(_fmt_speed(rows[-1]), flush=True)
             for mode in NVAE_MODES:
@@ -170,22 +187,22 @@ def parity_one(args: argparse.Namespace, name: str) -> None:
 def _conv_parity(
     args: argparse.Namespace, amp: str, mode: str, run_dir: Path, seed: str
 ) -> dict[str, Any]:
-    from crfold.trainer_utils import StopSignal
+    from crfold.train import train
+    from crfold_images.task import load_splits
 
-    run = conv_run(args, amp, mode, run_dir, f"epochs={args.conv_epochs}", seed)
-    with StopSignal(announce=False) as stop:
-        while run.epoch < run.cfg.epochs:
-            if not run.train_epoch(stop):
-                raise RuntimeError(f"{run_dir}: interrupted")
-    run.save()
-    run.log.close()
+    cfg = conv_config(args, amp, mode, run_dir, f"epochs={args.conv_epochs}", "num_threads=1", seed)
+    summary = train(cfg, resume=(run_dir / "last.pt").is_file(), quiet=True, evaluate=False)
+    if summary["status"] != "completed":
+        raise RuntimeError(f"{run_dir}: {summary['status']}")
     rows = [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines() if ln]
-    val = [r["neg_elbo"] for r in rows if r.get("kind") == "val"]
+    val = [r["val_neg_elbo"] for r in rows if r.get("kind") == "epoch" and "val_neg_elbo" in r]
+    splits = load_splits(cfg)
+    seconds = summary["total_seconds"]
     return {
-        "steps": run.step, "epochs": run.epoch, "batch_size": run.cfg.batch_size,
+        "steps": summary["step"], "epochs": summary["epoch"], "batch_size": cfg.batch_size,
         "val_neg_elbo": val[-1], "val_neg_elbo_per_epoch": val,
-        "n_val": len(run.splits.val), "train_seconds": run.train_seconds,
-        "train_samples_per_s": run.epoch * len(run.splits.train) / max(run.train_seconds, 1e-9),
+        "n_val": len(splits.val), "train_seconds": seconds,
+        "train_samples_per_s": summary["epoch"] * len(splits.train) / max(seconds, 1e-9),
     }  # fmt: skip
 
 

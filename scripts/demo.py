@@ -54,7 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from crfold.config import load_config
-    from crfold.evaluate import load_run, open_split, probe_run, reconstruction_metrics
+    from crfold.eval.encode import load_run, open_split
+    from crfold.eval.reconstruction import reconstruction_metrics
+    from crfold.eval.run import probe_run
     from crfold.ops import backend
     from crfold.train import train
 

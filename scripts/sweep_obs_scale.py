@@ -22,10 +22,11 @@ from pathlib import Path
 
 import torch
 
-from crfold.checkpoint import atomic_write_json, atomic_write_text
-from crfold.evaluate import encode_posteriors, load_run, probe_run, reconstruction_metrics
+from crfold.eval.encode import encode_posteriors, load_run, open_split
+from crfold.eval.reconstruction import reconstruction_metrics
+from crfold.eval.run import probe_run
+from crfold.io import atomic_write_json, atomic_write_text
 from crfold.metrics import active_units, mutual_information
-from crfold.trainer_utils import open_split
 
 
 def train_one(run_dir: Path, value: float, train_args: list[str], threads: int) -> None:

@@ -157,48 +157,68 @@ def add_render_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return p
 
 
+def _image_format(out: Path) -> str:
+    """PIL's format name for the extension of ``out``; ValueError for an unknown one."""
+    from PIL import Image
+
+    fmt = Image.registered_extensions().get(out.suffix.lower())
+    if fmt is None:
+        raise ValueError(f"--out: expected an image file name (.png, .jpg, ...), got {out}")
+    return fmt
+
+
 def run_render(args: argparse.Namespace) -> int:
-    """Renders the interpolation grid to ``args.out``."""
+    """Renders the interpolation grid to ``args.out``.
+
+    Before computing anything it checks that ``--out``'s folder can take the file and takes the
+    run's lock (:func:`crfold.eval.output.reading_run`: a run another process writes fails at
+    once, naming it); the image is written atomically.
+    """
+    from crfold.eval.output import reading_run
+    from crfold.io import atomic_write, check_writable
+
     from .interp import interpolation_row
     from .render import render_figure
     from .source import load_source, parse_pair
 
+    out = Path(args.out)
     try:
         if args.steps < 2:
             raise ValueError(f"--steps: expected an int >= 2, got {args.steps}")
-        source = load_source(
-            args.run, args.which, args.data, args.split, args.num_points, args.device
-        )
-        pairs = [parse_pair(p, source.dataset) for p in args.pairs]
-        rows, grid = [], None
-        for a, b in pairs:
-            row, grid = interpolation_row(
-                source.model,
-                source.cloud(a),
-                source.cloud(b),
-                args.steps,
-                "slerp" if args.slerp else "lerp",
-                args.grid_size,
-                (source.title(a), source.title(b)),
+        fmt = _image_format(out)
+        with reading_run(args.run, "crfold render", f"{args.which}.pt"):
+            check_writable(out.parent, out.name)
+            source = load_source(
+                args.run, args.which, args.data, args.split, args.num_points, args.device
             )
-            rows.append(row)
-        result = render_figure(
-            rows,
-            grid,
-            source.up_axis,
-            args.cell_size,
-            args.elev,
-            args.azim,
-            args.point_size,
-            args.backend,
-            not args.no_labels,
-            on_fallback=lambda m: print(f"crfold render: {m}", file=sys.stderr),
-        )
-    except (ValueError, FileNotFoundError, ImportError, RuntimeError) as exc:
+            pairs = [parse_pair(p, source.dataset) for p in args.pairs]
+            rows, grid = [], None
+            for a, b in pairs:
+                row, grid = interpolation_row(
+                    source.model,
+                    source.cloud(a),
+                    source.cloud(b),
+                    args.steps,
+                    "slerp" if args.slerp else "lerp",
+                    args.grid_size,
+                    (source.title(a), source.title(b)),
+                )
+                rows.append(row)
+            result = render_figure(
+                rows,
+                grid,
+                source.up_axis,
+                args.cell_size,
+                args.elev,
+                args.azim,
+                args.point_size,
+                args.backend,
+                not args.no_labels,
+                on_fallback=lambda m: print(f"crfold render: {m}", file=sys.stderr),
+            )
+            atomic_write(out, lambda f: result.image.save(f, format=fmt))
+    except (ValueError, ImportError, RuntimeError, OSError) as exc:  # RunLockedError, WriteError
         return _error("render", exc)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    result.image.save(out)
     w, h = result.image.size
     print(f"wrote {out} ({w}x{h}, {len(rows)} pairs x {args.steps} steps, {result.backend})")
     return 0

@@ -102,7 +102,7 @@ def load_source(
         FileNotFoundError: no such checkpoint or data.
         ValueError: an unreadable checkpoint or a bad option (named).
     """
-    from crfold.evaluate import load_run, open_split
+    from crfold.eval.encode import load_run, open_split
 
     model, cfg = load_run(run_dir, which=which, map_location=device)
     changes = {}

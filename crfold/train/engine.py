@@ -89,6 +89,7 @@ class Task:
     supports_ddp = False
     progress: dict[str, str] = {"loss": "loss"}
     headline: tuple[str, ...] = ()
+    quiet = False  # set by the Trainer: no progress bars in the task's own loops (evaluation)
 
     def __init__(self, cfg: RunConfig, device: torch.device, info: rt.DistInfo):
         self.cfg, self.device, self.info = cfg, device, info
@@ -195,6 +196,7 @@ class Trainer:
         run_dir = rt.broadcast_str(cfg.run_dir or cfg.default_run_dir(), info)
         self.cfg = cfg = cfg.replace(run_dir=run_dir)
         self.run_dir = Path(run_dir)
+        self._threads_before: int | None = None
         self.lock = RunLock(self.run_dir, f"crfold train ({cfg.task})") if self.main else None
         if self.lock is not None:
             self.lock.acquire()
@@ -217,8 +219,10 @@ class Trainer:
         if state is not None:
             self._check_resume(state)
         if cfg.num_threads is not None:
+            self._threads_before = torch.get_num_threads()
             torch.set_num_threads(cfg.num_threads)
         self.task = task or task_of(cfg, self.device, self.info)
+        self.task.quiet = self.quiet
         if self.info.enabled and not self.task.supports_ddp:
             raise ValueError(f"task: {cfg.task!r} does not train under torchrun (DDP) yet")
         torch.manual_seed(cfg.seed)
@@ -253,10 +257,13 @@ class Trainer:
             self._repair_best()
 
     def close(self) -> None:
-        """Releases the run-directory lock (idempotent)."""
+        """Releases the run-directory lock and restores torch's thread count (idempotent)."""
         if self.lock is not None:
             self.lock.release()
             self.lock = None
+        if self._threads_before is not None:
+            torch.set_num_threads(self._threads_before)
+            self._threads_before = None
 
     # ------------------------------------------------------------------ checkpoints
     def state(self) -> dict[str, Any]:
@@ -310,6 +317,11 @@ class Trainer:
                 f"--resume: {self.run_dir} was trained with other values of keys that define "
                 f"the run ({diffs}); start a new run instead (keys that may change: "
                 f"{', '.join(self.cfg.RESUMABLE)})"
+            )
+        if state["epoch"] > self.cfg.epochs:
+            raise ValueError(
+                f"epochs: {self.run_dir} has already trained {state['epoch']} epochs, more than "
+                f"epochs={self.cfg.epochs}"
             )
         if state["batch_in_epoch"] and state["world_size"] != self.info.world_size:
             raise ValueError(

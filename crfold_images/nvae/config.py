@@ -99,9 +99,7 @@ class NVAEConfig(RunConfig):
     )
     kl_min_coeff: float = option(1e-4, "KL coefficient at step 0")
     kl_balance: bool = option(True, "balance the KL across groups during warm-up")
-    spectral_lambda: float = option(
-        1e-2, "weight of spectral + BN regularisation (CelebA: 1e-1)"
-    )
+    spectral_lambda: float = option(1e-2, "weight of spectral + BN regularisation (CelebA: 1e-1)")
     power_iterations: int = option(1, "power iterations per step for the spectral norms")
     # --- optimisation (Adamax, warm-up then cosine over the steps of `epochs`)
     epochs: int = option(400, "epochs over the train split (the lr and KL schedules span them)")

@@ -15,7 +15,10 @@ from PIL import Image
 
 from crfold_images.data import load_cifar10, load_dataset, read_image_tree, restricted_loads
 
-SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
+# Real samples of the data sets: under $CRFOLD_DATA, else the checkout's sibling shared/data.
+SHARED = Path(
+    os.environ.get("CRFOLD_DATA") or Path(__file__).resolve().parents[3] / "shared" / "data"
+)
 
 
 def _batch(n: int, seed: int) -> tuple[dict, np.ndarray, list[int]]:

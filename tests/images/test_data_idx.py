@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 import struct
 from pathlib import Path
 
@@ -11,7 +12,10 @@ import pytest
 
 from crfold_images.data import load_dataset, load_mnist_idx, read_idx, read_mnist_csv
 
-SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
+# Real samples of the data sets: under $CRFOLD_DATA, else the checkout's sibling shared/data.
+SHARED = Path(
+    os.environ.get("CRFOLD_DATA") or Path(__file__).resolve().parents[3] / "shared" / "data"
+)
 
 
 def idx_bytes(arr: np.ndarray) -> bytes:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import zipfile
 from pathlib import Path
 
@@ -12,7 +13,10 @@ from PIL import Image
 
 from crfold_images.data import load_dataset, read_omniglot_mat, read_omniglot_zips
 
-SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
+# Real samples of the data sets: under $CRFOLD_DATA, else the checkout's sibling shared/data.
+SHARED = Path(
+    os.environ.get("CRFOLD_DATA") or Path(__file__).resolve().parents[3] / "shared" / "data"
+)
 
 
 def _png(stroke_col: int) -> bytes:

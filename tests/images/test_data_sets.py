@@ -50,3 +50,13 @@ def test_array_set_validation_and_errors(tmp_path):
         load_dataset("imagenet")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_dataset("mnist", tmp_path / "nowhere")
+    with pytest.raises(FileNotFoundError, match="data root"):
+        load_dataset("mnist")  # None: no root given
+
+
+def test_none_is_the_only_not_set_value():
+    s = load_dataset("digits", image_size=None, val_size=None, max_train=None)
+    assert s.image_size == 28 and len(s.val) == 144  # the native size, 10 % of the rest
+    for key, bad in (("image_size", 0), ("val_size", -1), ("max_train", 0)):
+        with pytest.raises(ValueError, match=key):
+            load_dataset("digits", **{key: bad})

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from crfold_images.config import ImageConfig
-from crfold_images.experiments import build_grid, cell_config, main, run_dir_of
+from crfold_images.experiments import build_grid, cell_config, main, run_dir_of, run_key
 
 
 def test_grids_follow_the_papers_tables():
@@ -35,11 +37,19 @@ def test_identical_cells_share_a_run_directory(tmp_path):
     cr6 = build_grid("table6", ["digits"], ["vae"])[3]
     dirs = {run_dir_of(tmp_path, cell_config(base, c, {}, 1)) for c in (cr1, cr6)}
     assert len(dirs) == 1 and next(iter(dirs)).name == "seed1"
-    assert run_dir_of(tmp_path, cell_config(base, cr4, {}, 1)) != next(iter(dirs))  # lam=0.1 vs -1
+    assert run_dir_of(tmp_path, cell_config(base, cr4, {}, 1)) != next(iter(dirs))  # 0.1 vs None
     other = run_dir_of(tmp_path, cell_config(base.replace(width=0.5), cr1, {}, 1))
     assert other not in dirs
     longer = run_dir_of(tmp_path, cell_config(base.replace(epochs=9), cr1, {}, 1))
     assert longer in dirs  # more epochs extend the same run
+    resumable = base.replace(num_threads=2, eval_samples=7, amp="bf16", run_dir="x")
+    assert run_dir_of(tmp_path, cell_config(resumable, cr1, {}, 1)) in dirs
+    moved = run_dir_of(tmp_path, cell_config(base, cr1, {"digits": "elsewhere"}, 1))
+    assert moved in dirs  # the same data moved elsewhere is the same run
+    assert (
+        run_dir_of(tmp_path, cell_config(base.replace(weight_decay=1e-6), cr1, {}, 1)) not in dirs
+    )
+    assert set(run_key(base)).isdisjoint({"seed", "data_root", "epochs", "num_threads"})
 
 
 def test_one_epoch_table_smoke_on_the_embedded_default(tmp_path, capsys):
@@ -47,7 +57,7 @@ def test_one_epoch_table_smoke_on_the_embedded_default(tmp_path, capsys):
     argv = ["table6", "--out", str(out), "--seeds", "1", "--epochs", "1", "--max-train", "64",
             "--width", "0.0625", "--eval-samples", "4", "--set", "eval_max_images=16",
             "--set", "probe_max_train=120", "--set", "samples_grid=4", "--set", "arch=mlp",
-            "--set", "threads=1",
+            "--set", "num_threads=1",
             "--quiet"]  # fmt: skip
     assert main([*argv, "--jobs", "2"]) == 0  # the 4 runs train in 2 processes
     text = (out / "table6.md").read_text()
@@ -63,4 +73,26 @@ def test_one_epoch_table_smoke_on_the_embedded_default(tmp_path, capsys):
     rewritten = (out / "table6.md").read_text()
     assert "--jobs" not in rewritten  # the report names the command that wrote it
     assert rewritten.split("\n", 2)[2] == text.split("\n", 2)[2]
+    result = json.loads((runs[0] / "seed0" / "eval.json").read_text())
+    assert result["epochs"] == 1 and (runs[0] / "seed0" / "config.yaml").is_file()
     assert main(["--help-config"]) == 0 and "eval_samples" in capsys.readouterr().out
+
+
+def test_crfold_images_tables_is_the_same_command(tmp_path, capsys):
+    from crfold.cli import main as crfold_main
+
+    out = tmp_path / "out"
+    argv = ["table6", "--out", str(out), "--seeds", "1", "--epochs", "1", "--max-train", "32",
+            "--width", "0.0625", "--eval-samples", "2", "--set", "eval_max_images=8",
+            "--set", "probe_max_train=64", "--set", "samples_grid=2", "--set", "arch=mlp",
+            "--set", "latent_dim=4", "--quiet"]  # fmt: skip
+    assert crfold_main(["images", "tables", *argv]) == 0
+    text = (out / "table6.md").read_text()
+    assert "Command: `crfold images tables table6" in text and "| CR-VAE |" in text
+    assert main(argv) == 0  # the module's CLI: every run is finished, nothing retrains
+    again = (out / "table6.md").read_text()
+    assert "Command: `python -m crfold_images.experiments table6" in again
+    assert again.split("\n", 2)[2] == text.split("\n", 2)[2]
+    with pytest.raises(SystemExit):
+        crfold_main(["images", "tables", "--help-config"])
+    assert "probe_max_train" in capsys.readouterr().out

@@ -15,7 +15,7 @@ from crfold_images.metrics import encode_set, evaluate_model, iter_prepared, sub
 from crfold_images.models import ImageVAE
 from crfold_images.transforms import RandomAffine2d
 
-CFG = ImageConfig(eval_samples=64, eval_chunk=32, eval_batch_size=50, probe_max_train=0)
+CFG = ImageConfig(eval_samples=64, eval_chunk=32, eval_batch_size=50, probe_max_train=None)
 
 
 def _blocks(n_per_class: int, seed: int) -> ArrayImageSet:
@@ -86,7 +86,7 @@ def test_subsets_are_fixed_random_samples_not_prefixes():
     idx = subset_indices(1000, 100, split_id=1)
     assert torch.equal(idx, subset_indices(1000, 100, split_id=1))
     assert idx.shape == (100,) and bool((idx[1:] > idx[:-1]).all()) and int(idx.max()) > 500
-    assert torch.equal(subset_indices(50, 0), torch.arange(50))
+    assert torch.equal(subset_indices(50, None), torch.arange(50))
     grouped = ArrayImageSet(np.zeros((100, 1, 28, 28), np.uint8), np.repeat(np.arange(10), 10))
     labels = torch.cat([y for _, y in iter_prepared(grouped, "bernoulli", "cpu", 16, limit=30)])
     assert len(labels.unique()) >= 6  # class-grouped files still give a mixed sample

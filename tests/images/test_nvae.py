@@ -1,4 +1,4 @@
-"""NVAE / CR-NVAE: shapes, KLs, residual posterior, spectral norms, likelihoods, IW-NLL."""
+"""NVAE / CR-NVAE model: shapes, KLs, residual posterior, spectral norms, likelihoods, IW-NLL."""
 
 from __future__ import annotations
 
@@ -9,20 +9,20 @@ import torch
 
 from crfold.consistency import consistency_loss
 from crfold.metrics import active_units, iw_nll
-from crfold_images.models.nvae import NVAE, NVAEArch
-from crfold_images.models.nvae_cells import (
+from crfold_images.nvae.cells import (
     WNConv2d,
     bn_regularization,
     soft_clamp,
     spectral_regularization,
 )
-from crfold_images.models.nvae_eval import posterior_features
-from crfold_images.models.nvae_likelihood import (
+from crfold_images.nvae.evaluation import posterior_features
+from crfold_images.nvae.likelihood import (
     bernoulli_log_prob,
     dmol_log_prob,
     dmol_num_params,
 )
-from crfold_images.models.nvae_objective import (
+from crfold_images.nvae.model import NVAE, NVAEArch
+from crfold_images.nvae.objective import (
     kl_balancing_weights,
     kl_warmup_coefficient,
     nvae_objective,

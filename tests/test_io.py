@@ -1,4 +1,4 @@
-"""crfold.checkpoint: atomic writes, weights_only loading, RNG states."""
+"""crfold.io: atomic writes, weights_only loading, RNG states."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from crfold.checkpoint import (
+from crfold.io import (
     atomic_write,
     atomic_write_json,
     atomic_write_text,
@@ -132,3 +132,37 @@ def test_rng_state_round_trip_through_a_checkpoint(tmp_path):
     assert torch.equal(first[0], again[0])
     assert first[1:3] == again[1:3]
     assert np.array_equal(first[3], again[3])
+
+
+def test_the_old_module_path_re_exports():
+    import crfold.checkpoint as old
+
+    assert old.load_checkpoint is load_checkpoint and old.save_checkpoint is save_checkpoint
+
+
+def test_check_writable_names_the_file_the_caller_would_write(tmp_path, monkeypatch):
+    from crfold.io import WriteError, check_writable
+
+    check_writable(tmp_path / "new", "eval.json")  # made if absent, and writable
+    assert (tmp_path / "new").is_dir() and list((tmp_path / "new").iterdir()) == []
+
+    def read_only(*args, **kwargs):
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr("tempfile.mkstemp", read_only)
+    with pytest.raises(
+        WriteError, match=r"could not write .*run/eval\.json: Read-only file system"
+    ):
+        check_writable(tmp_path / "run", "eval.json")
+
+
+def test_a_write_error_pickles_and_stays_an_oserror():
+    import errno
+    import pickle
+
+    from crfold.io import WriteError
+
+    exc = WriteError.from_os_error("out/x.h5", OSError(errno.ENOSPC, "No space left on device"))
+    again = pickle.loads(pickle.dumps(exc))
+    assert type(again) is WriteError and isinstance(again, OSError) and str(again) == str(exc)
+    assert again.errno == errno.ENOSPC and again.filename == "out/x.h5"

@@ -1,4 +1,4 @@
-"""crfold.eval_run / ``crfold eval``: every metric of a run in eval.json."""
+"""crfold.eval.run / ``crfold eval`` / ``crfold probe``: every metric of a run in eval.json."""
 
 from __future__ import annotations
 
@@ -10,39 +10,13 @@ import torch
 
 from crfold.cli import main
 from crfold.data.synthetic import SyntheticShapes
-from crfold.eval_run import (
-    EVAL_FILE,
-    FAMILIES,
-    consistency_families,
-    consistency_metrics,
-    evaluate_run,
-)
-from crfold.evaluate import encode_posteriors, load_run, open_split
-from crfold.experiment_report import format_eval
+from crfold.eval.consistency import FAMILIES, consistency_families, consistency_metrics
+from crfold.eval.encode import encode_posteriors, load_run, open_split
+from crfold.eval.format import format_eval
+from crfold.eval.run import EVAL_FILE, PROBE_FILE, evaluate_run, probe_run
 from crfold.metrics import active_units
 from crfold.models.common import Posterior
 from crfold.train import train
-from tests.test_train import tiny
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    run = tmp_path_factory.mktemp("evalrun") / "run"
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    train(
-        tiny(run, "synthetic_train_shapes=20", "synthetic_test_shapes=10", "epochs=2"), quiet=True
-    )
-    torch.set_num_threads(before)
-    return run
 
 
 class RadialEncoder(torch.nn.Module):
@@ -87,9 +61,9 @@ def test_consistency_draws_are_seeded_per_family():
     assert alone != other
 
 
-def test_an_autoencoder_has_no_mi_and_no_consistency_kl(tmp_path):
+def test_an_autoencoder_has_no_mi_and_no_consistency_kl(tmp_path, tiny_config):
     run = tmp_path / "ae"
-    train(tiny(run, "mode=ae"), quiet=True)
+    train(tiny_config(run, "mode=ae"), quiet=True)
     res = evaluate_run(run)
     assert res["mutual_information"]["nats"] is None
     assert all(c["kl"] is None and c["mu_distance"] >= 0 for c in res["consistency"].values())
@@ -97,9 +71,9 @@ def test_an_autoencoder_has_no_mi_and_no_consistency_kl(tmp_path):
     assert "MI n/a" in text and "KL        n/a" in text
 
 
-def test_evaluate_run_writes_every_metric(run_dir):
-    res = evaluate_run(run_dir, which="last")
-    saved = json.loads((run_dir / EVAL_FILE).read_text())
+def test_evaluate_run_writes_every_metric(trained_run):
+    res = evaluate_run(trained_run, which="last")
+    saved = json.loads((trained_run / EVAL_FILE).read_text())
     assert saved["probe"]["svm"]["accuracy"] == res["probe"]["svm"]["accuracy"]
     assert res["checkpoint"] == "last" and res["mode"] == "cr" and res["num_samples"] == 10
     assert res["settings"] == {
@@ -118,7 +92,7 @@ def test_evaluate_run_writes_every_metric(run_dir):
     assert res["mutual_information"]["batch_size"] == 10
     assert math.isfinite(res["mutual_information"]["nats"])
     # active units agree with the metric on the same codes
-    model, cfg = load_run(run_dir, "last")
+    model, cfg = load_run(trained_run, "last")
     mu, _, _ = encode_posteriors(model, open_split(cfg, "test"))
     assert res["active_units"]["count"] == active_units(mu)[0]
     assert set(res["consistency"]) == set(FAMILIES) == set(res["transforms"])
@@ -126,38 +100,66 @@ def test_evaluate_run_writes_every_metric(run_dir):
         assert c["kl"] >= 0 and c["mu_distance"] >= 0 and c["n"] == 10
 
 
-def test_evaluate_run_is_reproducible_and_subsets_families(run_dir):
-    a = evaluate_run(run_dir, families=("jitter",), write=False)
-    b = evaluate_run(run_dir, families=("jitter",), write=False)
+def test_evaluate_run_is_reproducible_and_subsets_families(trained_run):
+    a = evaluate_run(trained_run, families=("jitter",), write=False)
+    b = evaluate_run(trained_run, families=("jitter",), write=False)
     assert list(a["consistency"]) == ["jitter"]
     assert a["consistency"] == b["consistency"] and a["probe"] == b["probe"]
     with pytest.raises(ValueError, match="families"):
-        evaluate_run(run_dir, families=("shear",), write=False)
+        evaluate_run(trained_run, families=("shear",), write=False)
 
 
-def test_evaluate_run_on_other_data_changes_only_data_keys(run_dir):
-    res = evaluate_run(run_dir, overrides=["synthetic_test_shapes=12"], write=False)
+def test_evaluate_run_on_other_data_changes_only_data_keys(trained_run):
+    res = evaluate_run(trained_run, overrides=["synthetic_test_shapes=12"], write=False)
     assert res["num_samples"] == 12
-    res = evaluate_run(run_dir, data="synthetic", write=False)
+    res = evaluate_run(trained_run, data="synthetic", write=False)
     assert res["data"] == "synthetic"
     with pytest.raises(ValueError, match="only data keys.*latent_dim"):
-        evaluate_run(run_dir, overrides=["latent_dim=8"], write=False)
+        evaluate_run(trained_run, overrides=["latent_dim=8"], write=False)
     with pytest.raises(ValueError, match="key=value"):
-        evaluate_run(run_dir, overrides=["latent_dim"], write=False)
+        evaluate_run(trained_run, overrides=["latent_dim"], write=False)
 
 
-def test_evaluate_run_names_a_missing_checkpoint(tmp_path):
-    with pytest.raises(FileNotFoundError, match="best.pt"):
-        evaluate_run(tmp_path / "nothing")
+def test_evaluate_run_names_a_missing_checkpoint_and_creates_nothing(tmp_path):
+    for write in (True, False):
+        with pytest.raises(FileNotFoundError, match="best.pt"):
+            evaluate_run(tmp_path / "nothing", write=write)
+        with pytest.raises(FileNotFoundError, match="last.pt"):
+            probe_run(tmp_path / "nothing", which="last", write=write)
+    assert not (tmp_path / "nothing").exists()
 
 
-def test_eval_command_prints_and_writes(run_dir, capsys):
-    (run_dir / EVAL_FILE).unlink(missing_ok=True)
-    assert main(["eval", str(run_dir), "--quiet", "--families", "rotation,scale"]) == 0
+def test_eval_command_prints_and_writes(trained_run, capsys):
+    (trained_run / EVAL_FILE).unlink(missing_ok=True)
+    assert main(["eval", str(trained_run), "--quiet", "--families", "rotation,scale"]) == 0
     out = capsys.readouterr().out
     assert "SVM" in out and "rotation" in out and "scale" in out and "jitter" not in out
-    assert json.loads((run_dir / EVAL_FILE).read_text())["checkpoint"] == "best"
-    assert main(["eval", str(run_dir), "--quiet", "--set", "num_points=8"]) == 2  # fewer than k + 1
-    assert main(["eval", str(run_dir), "--quiet", "--set", "lr=1"]) == 2
+    assert out.index("latent consistency") < out.index(f"wrote {trained_run / EVAL_FILE}")
+    assert json.loads((trained_run / EVAL_FILE).read_text())["checkpoint"] == "best"
+    assert main(["eval", str(trained_run), "--quiet", "--set", "num_points=8"]) == 2  # < k + 1
+    assert main(["eval", str(trained_run), "--quiet", "--set", "lr=1"]) == 2
     err = capsys.readouterr().err
     assert "crfold eval: error" in err and "lr" in err
+
+
+def test_probe_run_writes_probe_json(trained_run):
+    res = probe_run(trained_run, C=0.5, standardize=True)
+    on_disk = json.loads((trained_run / PROBE_FILE).read_text())
+    assert on_disk["svm"]["accuracy"] == res["svm"]["accuracy"]
+    for name in ("svm", "logistic"):
+        r = res[name]
+        assert r["probe"] == name and 0.0 <= r["accuracy"] <= 1.0
+        assert (r["C"], r["standardize"], r["n_train"], r["n_test"]) == (0.5, True, 20, 10)
+    assert res["checkpoint"] == "best" and res["step"] >= 1 and len(res["classes"]) == 10
+    defaults = probe_run(trained_run, which="last", write=False)
+    assert defaults["svm"]["C"] == 1.0 and defaults["svm"]["standardize"] is False
+    assert defaults["step"] == 6  # 3 steps of 8 per epoch, 2 epochs
+
+
+def test_probe_command_prints_then_writes(trained_run, capsys):
+    (trained_run / PROBE_FILE).unlink(missing_ok=True)
+    assert main(["probe", str(trained_run), "--quiet", "--which", "last", "--C", "0.5"]) == 0
+    out = capsys.readouterr().out
+    assert "linear SVM" in out and "logistic" in out
+    assert out.index("logistic") < out.index(f"wrote {trained_run / PROBE_FILE}")
+    assert json.loads((trained_run / PROBE_FILE).read_text())["svm"]["C"] == 0.5

@@ -1,0 +1,279 @@
+"""The run-level evaluations: ``crfold eval`` (every metric -> ``eval.json``) and ``crfold probe``.
+
+>>> result = evaluate_run("runs/demo")                # writes runs/demo/eval.json
+>>> result["probe"]["svm"]["accuracy"], result["consistency"]["rotation"]["relative_mu_distance"]
+>>> probe_run("runs/demo", C=1.0)                     # writes runs/demo/probe.json
+
+What :func:`evaluate_run` measures, on the run's probe split (``probe_split``, "test") unless
+overridden:
+
+* ``reconstruction``: Chamfer of decode(mu(x)) against x in both conventions (FoldingNet's
+  sqrt/max and the squared sum), :func:`crfold.eval.reconstruction.reconstruction_metrics`.
+* ``probe``: linear SVM and logistic regression fit on the codes of ``train_split`` and scored on
+  the probe split (:mod:`crfold.eval.probe`).
+* ``mutual_information`` and ``active_units`` of q(z|x) over the probe split
+  (:mod:`crfold.metrics`; MI with the whole split as one minibatch unless ``mi_batch_size``).
+* ``consistency``: per transform family, :mod:`crfold.eval.consistency`.
+
+``data`` / ``overrides`` evaluate on other data than the run was trained on (e.g. a model trained
+on ShapeNet probed on ModelNet40, the paper's protocol): only data keys may change; a relative
+``data`` path is looked up under ``$CRFOLD_DATA`` when it does not exist from the working
+directory (:func:`crfold.config.resolve_data_path`).
+
+With ``write=True`` the run directory is claimed first (:func:`crfold.eval.output.run_output`:
+checkpoint present, folder writable, the run's lock), so a read-only or busy run fails at once.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..config import parse_override
+from ..io import atomic_write_json
+from ..metrics import active_units, mutual_information
+from ..train.engine import EVAL_FILE
+from ..train.foldingnet import open_split, up_axis
+from .consistency import (
+    DEFAULT_SEED,
+    FAMILIES,
+    consistency_families,
+    consistency_metrics,
+)
+from .encode import checkpoint_path, encode_dataset, encode_posteriors, load_run_state
+from .output import run_output
+from .probe import logistic_probe, svm_probe
+from .reconstruction import reconstruction_metrics
+
+__all__ = [
+    "DATA_KEYS",
+    "DEFAULT_SEED",
+    "EVAL_FILE",
+    "FAMILIES",
+    "PROBE_FILE",
+    "eval_config",
+    "evaluate_run",
+    "probe_run",
+]
+
+PROBE_FILE = "probe.json"
+# Config keys that say which data is read; the only ones `crfold eval` may override.
+DATA_KEYS = (
+    "data", "num_points", "up_axis", "to_up", "classes_subset", "normalize", "data_seed",
+    "synthetic_train_shapes", "synthetic_test_shapes", "synthetic_rotate", "train_split",
+    "probe_split",
+)  # fmt: skip
+
+
+def eval_config(cfg, data: str | None, overrides: list[str] | tuple[str, ...]):
+    """The run's config with the data keys changed; ValueError for any other key."""
+    pairs = dict(parse_override(o) for o in overrides)
+    if data is not None:
+        pairs["data"] = data
+    bad = sorted(set(pairs) - set(DATA_KEYS))
+    if bad:
+        raise ValueError(
+            f"overrides: only data keys can change at evaluation ({', '.join(DATA_KEYS)}); "
+            f"got {', '.join(bad)}"
+        )
+    return cfg.replace(**pairs) if pairs else cfg
+
+
+def evaluate_run(
+    run_dir: str | Path,
+    *,
+    data: str | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    which: str = "best",
+    families: tuple[str, ...] = FAMILIES,
+    seed: int = DEFAULT_SEED,
+    mi_batch_size: int | None = None,
+    batch_size: int = 64,
+    device: str = "cpu",
+    write: bool = True,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Evaluates a run and (by default) writes ``<run_dir>/eval.json`` atomically.
+
+    Args:
+        run_dir: a run directory of ``crfold train``.
+        data: evaluate on this data (a .npz, an HDF5 folder or "synthetic") instead of the run's.
+        overrides: ``key=value`` changes of data keys (:data:`DATA_KEYS`), e.g. ``to_up=y``.
+        which: "best" or "last" checkpoint.
+        families: the transform families of the consistency metric (subset of :data:`FAMILIES`).
+        seed: seed of the held-out transforms and of the MI samples.
+        mi_batch_size: minibatch of the MI estimator; None: the whole probe split.
+        batch_size: clouds per forward pass.
+        device: where to run the model.
+        write: claim the run first (lock, writable folder), then write eval.json.
+        progress: show progress bars.
+
+    Returns:
+        ``{"run_dir", "checkpoint", "step", "epoch", "mode", "lam", "latent_dim", "data",
+        "train_split", "split", "num_samples", "reconstruction", "probe": {"svm", "logistic"},
+        "mutual_information": {"nats", "batch_size"}, "active_units": {"count", "latent_dim",
+        "threshold"}, "consistency": {family: latent_consistency dict}, "transforms":
+        {family: repr}, "settings" (the arguments, to tell whether a saved eval.json is current),
+        "seconds"}``. For an ``ae`` run (no posterior variance) MI and the consistency KL are
+        None.
+
+    Raises:
+        ValueError: unknown family, non-data override, unreadable checkpoint or data.
+        FileNotFoundError: no such checkpoint or data.
+        WriteError, RunLockedError: (``write``) the run cannot take eval.json, or is busy.
+    """
+    unknown = sorted(set(families) - set(FAMILIES))
+    if unknown:
+        raise ValueError(f"families: expected a subset of {FAMILIES}, got unknown {unknown}")
+    args = dict(data=data, overrides=overrides, which=which, families=families, seed=seed,
+                mi_batch_size=mi_batch_size, batch_size=batch_size, device=device,
+                progress=progress)  # fmt: skip
+    if not write:
+        return _evaluate(run_dir, **args)
+    ckpt = checkpoint_path(run_dir, which).name
+    with run_output(run_dir, EVAL_FILE, "crfold eval", ckpt) as path:
+        result = _evaluate(run_dir, **args)
+        atomic_write_json(path, result)
+    return result
+
+
+def _evaluate(
+    run_dir, *, data, overrides, which, families, seed, mi_batch_size, batch_size, device, progress
+) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    model, run_cfg, state = load_run_state(run_dir, which, map_location=device)
+    cfg = eval_config(run_cfg, data, overrides)
+    if cfg.num_threads is not None:
+        torch.set_num_threads(cfg.num_threads)
+    test_set = open_split(cfg, cfg.probe_split)
+    train_set = open_split(cfg, cfg.train_split)
+    mu, logvar, y_te = encode_posteriors(model, test_set, batch_size, progress)
+    z_tr, y_tr = encode_dataset(model, train_set, batch_size, progress)
+    C, standardize = cfg.probe_C, cfg.probe_standardize
+    probe = {
+        "svm": svm_probe(z_tr, y_tr, mu, y_te, C=C, standardize=standardize),
+        "logistic": logistic_probe(z_tr, y_tr, mu, y_te, C=C, standardize=standardize),
+    }
+    stochastic = run_cfg.mode != "ae"  # an AE has no posterior variance: no MI, no KL
+    mi, mi_b = None, mi_batch_size or int(mu.shape[0])
+    if stochastic:
+        mi, mi_b = mutual_information(
+            mu, logvar, mi_batch_size, generator=torch.Generator().manual_seed(seed),
+            return_batch_size=True,
+        )  # fmt: skip
+    au, _ = active_units(mu)
+    every = consistency_families(up_axis(cfg, test_set))
+    transforms = {name: every[name] for name in families}
+    consistency = consistency_metrics(
+        model, test_set, transforms, seed, batch_size, progress, posteriors=(mu, logvar)
+    )
+    if not stochastic:
+        for values in consistency.values():
+            values["kl"] = None
+    return {
+        "run_dir": str(run_dir),
+        "checkpoint": which,
+        "step": int(state.get("step", -1)),
+        "epoch": int(state.get("epoch", -1)),
+        "mode": run_cfg.mode,
+        "lam": run_cfg.lam,
+        "latent_dim": run_cfg.latent_dim,
+        "data": cfg.data,
+        "train_split": cfg.train_split,
+        "split": cfg.probe_split,
+        "num_samples": int(mu.shape[0]),
+        "reconstruction": reconstruction_metrics(model, test_set, batch_size, progress=progress),
+        "probe": probe,
+        "mutual_information": {"nats": mi, "batch_size": int(mi_b)},
+        "active_units": {"count": au, "latent_dim": int(mu.shape[1]), "threshold": 0.01},
+        "consistency": consistency,
+        "transforms": {name: repr(t) for name, t in transforms.items()},
+        "settings": {
+            "which": which,
+            "data": data,
+            "overrides": list(overrides),
+            "families": list(families),
+            "seed": seed,
+            "mi_batch_size": mi_batch_size,
+        },
+        "seconds": time.perf_counter() - t0,
+    }
+
+
+def probe_run(
+    run_dir: str | Path,
+    C: float | None = None,
+    standardize: bool | None = None,
+    which: str = "best",
+    batch_size: int = 64,
+    device: str = "cpu",
+    write: bool = True,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Linear probes on a run's codes: fit on its train split, score on its probe split.
+
+    The codes are the posterior means of the run's ``train_split`` and ``probe_split`` (for
+    ShapeNet that is train -> test; for the ModelNet40 sample train -> test), through
+    :func:`crfold.eval.probe.svm_probe` (the FoldingNet protocol, ``LinearSVC(random_state=0)``)
+    and :func:`crfold.eval.probe.logistic_probe`.
+
+    Args:
+        run_dir: a run directory of ``crfold train``.
+        C: inverse regularization of both probes; None uses the run's ``probe_C``.
+        standardize: standardize codes first; None uses the run's ``probe_standardize``.
+        which: "best" or "last" checkpoint.
+        batch_size: clouds per forward pass while encoding.
+        device: where to encode ("cpu", "cuda", ...).
+        write: claim the run first (lock, writable folder), then write ``<run_dir>/probe.json``
+            (atomically).
+        progress: show progress bars.
+
+    Returns:
+        ``{"svm": {...}, "logistic": {...}, "checkpoint", "step", "epoch", "train_split",
+        "test_split", "latent_dim", "classes", "encode_seconds", "probe_seconds"}`` where the
+        probe dicts are those of :func:`crfold.eval.probe.svm_probe`.
+
+    Raises:
+        ValueError, FileNotFoundError: a bad option, an unreadable or missing checkpoint or data.
+        WriteError, RunLockedError: (``write``) the run cannot take probe.json, or is busy.
+    """
+    args = dict(C=C, standardize=standardize, which=which, batch_size=batch_size, device=device,
+                progress=progress)  # fmt: skip
+    if not write:
+        return _probe(run_dir, **args)
+    ckpt = checkpoint_path(run_dir, which).name
+    with run_output(run_dir, PROBE_FILE, "crfold probe", ckpt) as path:
+        result = _probe(run_dir, **args)
+        atomic_write_json(path, result)
+    return result
+
+
+def _probe(run_dir, *, C, standardize, which, batch_size, device, progress) -> dict[str, Any]:
+    model, cfg, state = load_run_state(run_dir, which, map_location=device)
+    if cfg.num_threads is not None:  # the run's CPU thread setting applies to encoding too
+        torch.set_num_threads(cfg.num_threads)
+    C = cfg.probe_C if C is None else float(C)
+    standardize = cfg.probe_standardize if standardize is None else bool(standardize)
+    t0 = time.perf_counter()
+    train_set = open_split(cfg, cfg.train_split)
+    test_set = open_split(cfg, cfg.probe_split)
+    z_tr, y_tr = encode_dataset(model, train_set, batch_size, progress)
+    z_te, y_te = encode_dataset(model, test_set, batch_size, progress)
+    t1 = time.perf_counter()
+    return {
+        "svm": svm_probe(z_tr, y_tr, z_te, y_te, C=C, standardize=standardize),
+        "logistic": logistic_probe(z_tr, y_tr, z_te, y_te, C=C, standardize=standardize),
+        "checkpoint": which,
+        "step": int(state.get("step", -1)),
+        "epoch": int(state.get("epoch", -1)),
+        "data": cfg.data,
+        "train_split": cfg.train_split,
+        "test_split": cfg.probe_split,
+        "latent_dim": cfg.latent_dim,
+        "classes": list(train_set.classes),
+        "encode_seconds": t1 - t0,
+        "probe_seconds": time.perf_counter() - t1,
+    }
