@@ -243,8 +243,7 @@ def _family(name: str, key: str):
 
 
 CONSISTENCY: list[Column] = [
-    (f"{f}: shift / code dist.", _family(f, "relative_mu_distance"), ".3f", False)
-    for f in FAMILIES
+    (f"{f}: shift / code dist.", _family(f, "relative_mu_distance"), ".3f", False) for f in FAMILIES
 ] + [(f"{f}: KL (nats)", _family(f, "kl"), ".3f", False) for f in FAMILIES]
 
 

@@ -235,7 +235,9 @@ class Trainer:
         self.amp_dtype = amp_dtype(cfg.amp, self.device)
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
         self.n_batches = self.task.batches_per_epoch()
-        self.total_steps = cfg.max_steps or cfg.epochs * self.n_batches
+        # The schedules (learning rate, warm-ups) span the epochs; max_steps only stops the run, so
+        # a run stopped by max_steps and resumed follows the schedule of an uninterrupted one.
+        self.total_steps = cfg.epochs * self.n_batches
         self.epoch = self.batch_in_epoch = self.step = 0
         self.best_val, self.best_step = math.inf, -1
         self.last_val: dict[str, float] = {}

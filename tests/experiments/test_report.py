@@ -1,0 +1,81 @@
+"""crfold.experiments.report: mean ± std cells, tables, Welch comparisons (any task's rows)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from crfold.experiments.report import comparison, load_results, per_seed, table
+from crfold.experiments.runner import PlannedRun
+from crfold.experiments.table9 import MAIN, REPRESENTATION, Variant, cr_comparison
+
+
+def _row(label, svm, cd, mi=1.0, seed=0):
+    ev = {
+        "probe": {"svm": {"accuracy": svm}, "logistic": {"accuracy": svm}},
+        "reconstruction": {"chamfer_foldingnet": cd, "chamfer_squared": cd},
+        "mutual_information": {"nats": mi},
+        "active_units": {"count": 3},
+    }
+    return {"label": label, "seed": seed, "eval": ev, "summary": {"seconds": 2.0}}
+
+
+def _line(text: str, start: str) -> str:
+    return next(line for line in text.splitlines() if line.startswith(start))
+
+
+AUG, CR = Variant("aug", ("mode=aug",)), Variant("cr", ("mode=cr",))
+
+
+def test_comparison_is_a_welch_test_against_the_seed_spread():
+    rows = [_row("aug", 0.80, 0.05), _row("aug", 0.81, 0.06), _row("aug", 0.79, 0.05)]
+    rows += [_row("cr", 0.90, 0.05), _row("cr", 0.91, 0.06), _row("cr", 0.89, 0.05)]
+    text = cr_comparison(rows, [AUG, CR])
+    assert "| Row | Metric | row − aug | seed std row / aug |" in text
+    svm = _line(text, "| CR-FoldingNet (cr) | Linear SVM")
+    # a = [90, 91, 89], b = [80, 81, 79]: t = 10 / sqrt(1/3 + 1/3) = 12.25, df = 4
+    assert "+10.0" in svm and "t = +12.25, df = 4.0" in svm and "| better (p < 0.05)" in svm
+    cd = _line(text, "| CR-FoldingNet (cr) | Chamfer, Fold")
+    assert "t = +0.00" in cd and "no significant difference" in cd
+    rows = [_row("aug", 0.80, 0.05), _row("aug", 0.90, 0.05)]
+    rows += [_row("cr", 0.84, 0.04), _row("cr", 0.88, 0.04)]
+    text = cr_comparison(rows, [AUG, CR])
+    assert "no significant difference (higher)" in _line(text, "| CR-FoldingNet (cr) | Linear SVM")
+    assert "no seed spread: cannot test" in _line(text, "| CR-FoldingNet (cr) | Chamfer, Fold")
+    assert "identical over seeds" in _line(text, "| CR-FoldingNet (cr) | MI")
+    one = cr_comparison([_row("aug", 0.8, 0.05), _row("cr", 0.9, 0.04)], [AUG, CR])
+    assert "needs at least 2 seeds" in _line(one, "| CR-FoldingNet (cr) | Linear SVM")
+    assert "No comparison" in cr_comparison(rows[:2], [AUG])
+    lam = Variant("cr lam=1", ())
+    rows += [_row("cr lam=1", 0.70, 0.05), _row("cr lam=1", 0.72, 0.05)]
+    text = cr_comparison(rows, [AUG, CR, lam])
+    lam_svm = _line(text, "| cr lam=1 | Linear SVM")  # every cr row is compared to aug
+    assert "| -14.0 | 1.4 / 7.1 | t = -2.75" in lam_svm and "no significant difference" in lam_svm
+
+
+def test_generic_comparison_takes_any_labels():
+    rows = [_row("a", 0.5, 0.1), _row("a", 0.6, 0.1), _row("b", 0.7, 0.1), _row("b", 0.8, 0.1)]
+    text = comparison(rows, [("b", "Model B")], ("a", "A"), MAIN[:1])
+    assert "| Model B | Linear SVM acc. (%) | +20.0 |" in text and "row − A" in text
+
+
+def test_tables_show_na_for_metrics_that_do_not_apply_and_no_std_for_one_seed():
+    ae = Variant("ae", ())
+    text = table([_row("ae", 0.5, 0.1, mi=None)], [(ae.name, ae.label)], MAIN + REPRESENTATION)
+    assert "| FoldingNet (ae) | 50.0 | 0.1000 | 0.1000 | 50.0 | n/a | 3.0 |" in text
+    text = table([_row("cr", 0.5, 0.1), _row("cr", 0.7, 0.1)], [("cr", "cr")], MAIN[:1])
+    assert "| cr | 60.0 ± 14.1 |" in text
+    seeds = per_seed([_row("cr", 0.5, 0.1, seed=4)], {"cr": "CR"}, MAIN[:1])
+    assert "| CR | 4 | 50.0 | 2 |" in seeds
+
+
+def test_load_results_reads_each_runs_files_and_names_a_missing_one(tmp_path, tiny_config):
+    run = PlannedRun(tmp_path / "r", tiny_config(None, "seed=2"), "cr")
+    run.run_dir.mkdir()
+    (run.run_dir / "summary.json").write_text(json.dumps({"seconds": 1.0, "step": 2}))
+    with pytest.raises(FileNotFoundError, match="eval.json: missing"):
+        load_results([run])
+    (run.run_dir / "eval.json").write_text(json.dumps({"num_samples": 3}))
+    (row,) = load_results([run])
+    assert (row["label"], row["seed"], row["eval"], row["run"]) == ("cr", 2, {"num_samples": 3}, run)
