@@ -5,18 +5,19 @@ Two measurements, written to ``--out`` (``README.md`` with the tables, ``parity.
 * **speed**: samples/s of one training step (forward, backward, optimizer) in float32
   (``amp=none``) and bf16 (``amp=bf16``) for the conv VAE at ``--image-config`` (modes base and
   cr; a fixed batch of the config's ``batch_size`` training images, so data loading is left out)
-  and the NVAE at ``--nvae-config`` (modes nvae and cr-nvae; the trainer's own batches). The two
+  and the NVAE at ``--nvae-config`` (modes base and cr; the task's own batches). The two
   precisions are two trainers of the same seed stepped alternately (the order flips every step),
   so background load hits both alike; ``--warmup`` steps each are dropped, the median of
-  ``--speed-steps`` is kept; per thread count of ``--threads``. cr / cr-nvae also encode t(x):
+  ``--speed-steps`` is kept; per thread count of ``--threads``. The cr modes also encode t(x):
   samples/s counts the B images of a batch, not the 2B rows.
 * **parity**: the same seed trained in both precisions, each in a child process of one thread
   (``--jobs`` at once): the conv VAE ``--conv-epochs`` epochs (modes base and cr; the trainer's
-  float32 validation -ELBO after every epoch), the NVAE ``--nvae-steps`` steps (mode nvae; then
-  the float32 -ELBO and IW-NLL of the first ``--nvae-test`` test images). Parity holds when the
-  final validation -ELBO of bf16 is within ``--tolerance`` (relative) of float32's. For scale, a
-  third run per model trains float32 with the next seed (``fp32ref``): the seed-to-seed spread
-  of the same short run.
+  float32 validation -ELBO after every epoch), the NVAE ``--nvae-steps`` steps (mode base;
+  ``max_steps``, with the lr and KL schedules spanning the whole epochs that cover those steps;
+  then the float32 -ELBO and IW-NLL of the first ``--nvae-test`` test images). Parity holds
+  when the final validation -ELBO of bf16 is within ``--tolerance`` (relative) of float32's.
+  For scale, a third run per model trains float32 with the next seed (``fp32ref``): the
+  seed-to-seed spread of the same short run.
 
     .venv/bin/python scripts/bf16_parity_images.py --out results/bf16_parity_images
 
@@ -41,8 +42,8 @@ import torch
 PRECISIONS = {"fp32": "none", "bf16": "bf16"}  # name -> amp setting
 PARITY_RUNS = {"fp32": ("none", 0), "bf16": ("bf16", 0), "fp32ref": ("none", 1)}  # amp, +seed
 CONV_MODES = ("base", "cr")
-NVAE_MODES = ("nvae", "cr-nvae")
-NVAE_PARITY_MODE = "nvae"
+NVAE_MODES = ("base", "cr")  # named nvae and cr-nvae in results from before the run engine
+NVAE_PARITY_MODE = "base"
 
 
 # ------------------------------------------------------------------------------------- builders
@@ -65,14 +66,41 @@ def conv_run(args: argparse.Namespace, amp: str, mode: str, run_dir: Path, *extr
     return Trainer(conv_config(args, amp, mode, run_dir, *extra), quiet=True)
 
 
-def nvae_trainer(args: argparse.Namespace, amp: str, mode: str, run_dir: Path, *extra: str) -> Any:
-    """An NVAE trainer of ``--nvae-config`` in ``run_dir``."""
-    from crfold_images.models.nvae_config import load_nvae_config
-    from crfold_images.models.nvae_train import Trainer
+def nvae_config(args: argparse.Namespace, amp: str, mode: str, run_dir: Path, *extra: str) -> Any:
+    """The NVAE config (``NVAEConfig``) of ``--nvae-config`` for ``run_dir``."""
+    from crfold.config import load_config
+    from crfold_images.nvae.config import NVAEConfig
 
-    overrides = [f"amp={amp}", f"mode={mode}", f"seed={args.seed}", *extra]
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return Trainer(load_nvae_config(args.nvae_config, overrides), run_dir)
+    overrides = [f"amp={amp}", f"mode={mode}", f"seed={args.seed}", f"run_dir={run_dir}", *extra]
+    return load_config(args.nvae_config, overrides, cls=NVAEConfig)
+
+
+def nvae_run(args: argparse.Namespace, amp: str, mode: str, run_dir: Path, *extra: str) -> Any:
+    """An NVAE trainer of the run engine (``crfold.train.Trainer``, task nvae) in ``run_dir``.
+
+    It resumes ``run_dir/last.pt`` when there is one. The caller closes it
+    (``trainer.log.close(); trainer.close()``), or ``trainer.run()`` does.
+    """
+    from crfold.train import Trainer
+
+    cfg = nvae_config(args, amp, mode, run_dir, *extra)
+    return Trainer(cfg, resume=(run_dir / "last.pt").is_file(), quiet=True)
+
+
+def nvae_steps_per_epoch(cfg: Any) -> int:
+    """Optimizer steps in one epoch of ``cfg`` (``NVAETask.batches_per_epoch``, before a run)."""
+    from crfold_images.nvae.data import load_images
+
+    n = load_images(cfg).train_x.shape[0]
+    return n // min(cfg.batch_size, n)
+
+
+def _batches(task: Any) -> Any:
+    """The task's training batches, epoch after epoch, without end."""
+    epoch = 0
+    while True:
+        yield from task.train_batches(epoch, 0)
+        epoch += 1
 
 
 # ---------------------------------------------------------------------------------------- speed
@@ -121,19 +149,25 @@ def speed(args: argparse.Namespace) -> list[dict[str, Any]]:
                 rows.append(_speed_row("conv VAE", mode, threads, batch, med))
                 print(_fmt_speed(rows[-1]), flush=True)
             for mode in NVAE_MODES:
-                trainers = {
-                    name: nvae_trainer(
+                runs = {
+                    name: nvae_run(
                         args,
                         amp,
                         mode,
                         Path(tmp) / f"nvae-{mode}-{name}-{threads}",
                         f"num_threads={threads}",
-                    )  # fmt: skip
+                    )
                     for name, amp in PRECISIONS.items()
                 }
-                steps = {name: t.train_step for name, t in trainers.items()}
+                batches = {n: _batches(r.task) for n, r in runs.items()}
+                steps = {
+                    n: (lambda r=r, it=batches[n]: r.train_step(next(it))) for n, r in runs.items()
+                }
                 med = _alternate(steps, args.warmup, args.speed_steps)
-                batch = next(iter(trainers.values())).batch
+                batch = next(iter(runs.values())).task.batch
+                for r in runs.values():
+                    r.log.close()
+                    r.close()
                 rows.append(_speed_row("NVAE tiny", mode, threads, batch, med))
                 print(_fmt_speed(rows[-1]), flush=True)
     torch.set_num_threads(before)
@@ -210,7 +244,7 @@ def _conv_parity(
 def _nvae_neg_elbo(trainer: Any, seed: int) -> float:
     """Float32 mean -ELBO (analytic KL, one z per image, eval mode) over the test images."""
     cfg, model = trainer.cfg, trainer.model
-    test = trainer.data.observed("test", cfg.likelihood, cfg.data_seed)  # (N, C, H, W)
+    test = trainer.task.data.observed("test", cfg.likelihood, cfg.data_seed)  # (N, C, H, W)
     g = torch.Generator(device=trainer.device).manual_seed(seed)
     model.eval()
     total = 0.0
@@ -224,18 +258,23 @@ def _nvae_neg_elbo(trainer: Any, seed: int) -> float:
 def _nvae_parity(
     args: argparse.Namespace, amp: str, mode: str, run_dir: Path, seed: str
 ) -> dict[str, Any]:
-    extra = (f"max_steps={args.nvae_steps}", f"num_test={args.nvae_test}", "probe=false", seed)
-    trainer = nvae_trainer(args, amp, mode, run_dir, "num_threads=1", *extra)
-    t0 = time.perf_counter()
-    trainer.train(quiet=True)
-    seconds = time.perf_counter() - t0
+    extra = [f"num_test={args.nvae_test}", "probe=false", "num_threads=1", seed]
+    # max_steps stops the run; the lr and KL schedules span `epochs`: the epochs covering it.
+    per_epoch = nvae_steps_per_epoch(nvae_config(args, amp, mode, run_dir, *extra))
+    epochs = -(-args.nvae_steps // per_epoch)
+    extra += [f"epochs={epochs}", f"max_steps={args.nvae_steps}"]
+    trainer = nvae_run(args, amp, mode, run_dir, *extra)
+    summary = trainer.run(evaluate=False)  # closes the log and the run-directory lock
+    if summary["status"] == "interrupted" or trainer.step != args.nvae_steps:
+        raise RuntimeError(f"{run_dir}: {summary['status']} at step {trainer.step}")
     neg_elbo = _nvae_neg_elbo(trainer, args.seed + 1)  # the same draws for every run
-    result = trainer.evaluate()  # float32 IW-NLL
+    result = trainer.task.evaluate(trainer.model, trainer.run_dir)  # float32 IW-NLL
+    seconds, batch = summary["total_seconds"], trainer.task.batch
     return {
-        "steps": trainer.step, "batch_size": trainer.batch, "val_neg_elbo": neg_elbo,
+        "steps": trainer.step, "epochs": epochs, "batch_size": batch, "val_neg_elbo": neg_elbo,
         "iw_nll": result["nll_nats"], "iw_samples": result["num_samples"],
         "n_val": int(result["n_test"]), "train_seconds": seconds,
-        "train_samples_per_s": trainer.step * trainer.batch / max(seconds, 1e-9),
+        "train_samples_per_s": trainer.step * batch / max(seconds, 1e-9),
     }  # fmt: skip
 
 
@@ -324,7 +363,7 @@ def report(args: argparse.Namespace, speed_rows: list[dict], pairs: list[dict]) 
             f"Conv VAE: `{args.image_config}` (MNIST 28x28, width 0.25, a fixed batch of "
             f"`batch_size` images, no data loading). NVAE: `{args.nvae_config}` (its own "
             f"batches). fp32 and bf16 trainers stepped alternately; median of "
-            f"{args.speed_steps} steps after {args.warmup} warm-up steps each. cr / cr-nvae "
+            f"{args.speed_steps} steps after {args.warmup} warm-up steps each. The cr modes "
             "encode and decode 2B rows per batch of B; samples/s counts B. The two cores are "
             "shared with other jobs: compare the two precisions of a row, not rows of "
             "different runs; a 2-thread row slower than its 1-thread row means the second core "

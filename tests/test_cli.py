@@ -1,4 +1,4 @@
-"""The ``crfold train`` / ``crfold probe`` commands (in-process through ``crfold.cli.main``)."""
+"""The ``crfold`` command: train, probe, eval (in-process through ``crfold.cli.main``)."""
 
 from __future__ import annotations
 
@@ -9,22 +9,12 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
 from crfold.cli import build_parser, main
 from crfold.config import TrainConfig
-from tests.test_train import TINY
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _help(capsys, *args: str) -> str:
@@ -53,6 +43,11 @@ def test_probe_help_shows_defaults(capsys):
     assert "--C" in text and "--standardize" in text and "(default: best)" in text
 
 
+def test_eval_help_says_where_data_is_looked_up(capsys):
+    text = _help(capsys, "eval")
+    assert "--data" in text and "CRFOLD_DATA" in text and "--set KEY=VALUE" in text
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -77,9 +72,9 @@ def test_print_config_applies_file_then_overrides_then_run_dir(tmp_path, capsys)
     assert (cfg["epochs"], cfg["lam"], cfg["run_dir"]) == (3, 0.2, "r1")
 
 
-def test_train_resume_and_probe(tmp_path, capsys):
+def test_train_resume_and_probe(tmp_path, capsys, tiny_overrides):
     run = tmp_path / "run"
-    assert main(["train", "--quiet", "--run-dir", str(run), *TINY, "max_steps=1"]) == 0
+    assert main(["train", "--quiet", "--run-dir", str(run), *tiny_overrides, "max_steps=1"]) == 0
     assert "max_steps after 1 steps" in capsys.readouterr().out
     # --resume starts from the run's saved config: TINY need not be repeated.
     parser_args = build_parser().parse_args(
@@ -92,7 +87,7 @@ def test_train_resume_and_probe(tmp_path, capsys):
     assert "max_steps after 1 steps" in capsys.readouterr().out
     assert main(["train", "--quiet", "--resume", "--run-dir", str(run), "max_steps=none"]) == 0
     assert "completed after 2 steps" in capsys.readouterr().out
-    assert main(["train", "--quiet", "--run-dir", str(run), *TINY]) == 2
+    assert main(["train", "--quiet", "--run-dir", str(run), *tiny_overrides]) == 2
     assert "already holds a run" in capsys.readouterr().err
 
     assert main(["probe", str(run), "--quiet", "--which", "last", "--C", "0.5"]) == 0
@@ -113,9 +108,9 @@ def test_python_dash_m_crfold():
     assert res.returncode == 0 and b"--resume" in res.stdout
 
 
-def test_demo_script_trains_probes_and_prints_the_table(tmp_path):
+def test_demo_script_trains_probes_and_prints_the_table(tmp_path, tiny_overrides):
     run = tmp_path / "demo"
-    args = [sys.executable, "scripts/demo.py", "--quiet", "--run-dir", str(run), *TINY]
+    args = [sys.executable, "scripts/demo.py", "--quiet", "--run-dir", str(run), *tiny_overrides]
     res = subprocess.run(args, cwd=REPO, capture_output=True, timeout=300)
     assert res.returncode == 0, res.stderr.decode()[-3000:]
     out = res.stdout.decode()

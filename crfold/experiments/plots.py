@@ -75,7 +75,8 @@ def plot_curves(
         labelled.add(name)
     for i in log_panels:
         axes[i].set_yscale("symlog")
-    axes[0].legend()
+    if axes[0].get_legend_handles_labels()[0]:  # runs shorter than log_every drew nothing
+        axes[0].legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

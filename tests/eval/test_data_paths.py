@@ -23,7 +23,7 @@ def test_shipped_configs_do_not_point_at_the_shared_folder(name):
     cfg = load_config(path)
     if cfg.data != "synthetic":
         assert not Path(cfg.data).is_absolute(), cfg.data
-        assert f"CRFOLD_DATA=/path/to/data" in text and "data=PATH" in text
+        assert "CRFOLD_DATA=/path/to/data" in text and "data=PATH" in text
 
 
 def test_modelnet_configs_evaluate_last_not_a_checkpoint_selected_on_test():

@@ -79,7 +79,9 @@ def test_the_old_module_paths_still_import():
 
     assert evaluate.load_run is load_run and evaluate.probe_run is crfold.eval.run.probe_run
     assert evaluate.reconstruction_metrics is reconstruction_metrics
-    assert eval_run.evaluate_run is crfold.eval.run.evaluate_run and eval_run.EVAL_FILE == "eval.json"
+    assert (
+        eval_run.evaluate_run is crfold.eval.run.evaluate_run and eval_run.EVAL_FILE == "eval.json"
+    )
     assert probe.svm_probe is crfold.eval.probe.svm_probe
     assert experiment.run_experiment is crfold.experiments.table9.run_table9
     assert experiment_report.format_eval.__module__ == "crfold.eval.format"

@@ -78,4 +78,9 @@ def test_load_results_reads_each_runs_files_and_names_a_missing_one(tmp_path, ti
         load_results([run])
     (run.run_dir / "eval.json").write_text(json.dumps({"num_samples": 3}))
     (row,) = load_results([run])
-    assert (row["label"], row["seed"], row["eval"], row["run"]) == ("cr", 2, {"num_samples": 3}, run)
+    assert (row["label"], row["seed"], row["eval"], row["run"]) == (
+        "cr",
+        2,
+        {"num_samples": 3},
+        run,
+    )

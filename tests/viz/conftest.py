@@ -7,11 +7,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from crfold.checkpoint import save_checkpoint
 from crfold.config import TrainConfig
-from crfold.trainer_utils import build_model
+from crfold.io import save_checkpoint
+from crfold.train.foldingnet import build_model
 
-TINY = dict(
+# An untrained model is enough to draw: 20 shapes per split, 8-dim codes, an 8x8 grid.
+VIZ_RUN = dict(
     data="synthetic",
     synthetic_train_shapes=20,
     synthetic_test_shapes=20,
@@ -19,13 +20,13 @@ TINY = dict(
     latent_dim=8,
     k=8,
     grid_size=8,
-    mode="vae",
+    mode="base",
 )
 
 
 def write_tiny_run(run: Path, seed: int = 0) -> Path:
     """An untrained (seeded) FoldingNet-VAE saved as a run directory: best.pt, last.pt, config."""
-    cfg = TrainConfig(**TINY)
+    cfg = TrainConfig(**VIZ_RUN)
     torch.manual_seed(seed)
     model = build_model(cfg)
     run.mkdir(parents=True, exist_ok=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 
 import numpy as np
@@ -145,3 +146,54 @@ def test_cli_view_without_a_display_says_how(tiny_run, monkeypatch, capsys):
     assert args.func(args) == 2
     assert "xvfb-run" in capsys.readouterr().err
     assert "DISPLAY" not in os.environ
+
+
+def _render_args(run, out, *more):
+    return _parser().parse_args(
+        ["render", str(run), "--pairs", "0:1", "--steps", "2", "--cell-size", "32",
+         "--backend", "matplotlib", "--out", str(out), *more]
+    )  # fmt: skip
+
+
+@pytest.fixture
+def no_render(monkeypatch):
+    """Records any figure that starts rendering (none may, when the command is refused)."""
+    started = []
+    monkeypatch.setattr(render, "render_figure", lambda *a, **k: started.append(1))
+    return started
+
+
+def test_cli_render_into_a_read_only_folder_fails_at_once(
+    trained_run, tmp_path, make_read_only, no_render, capsys
+):
+    (tmp_path / "figures").mkdir()
+    out = make_read_only(tmp_path / "figures")
+    args = _render_args(trained_run, out / "fig.png")
+    assert args.func(args) == 2
+    err = capsys.readouterr().err
+    assert (
+        err.count("\n") == 1 and f"crfold render: error: could not write {out / 'fig.png'}" in err
+    )
+    assert no_render == []
+    bad = _render_args(trained_run, tmp_path / "fig.txt")
+    assert bad.func(bad) == 2 and "--out: expected an image file name" in capsys.readouterr().err
+
+
+def test_cli_render_reads_a_read_only_run(trained_run, tmp_path, make_read_only, capsys):
+    run = make_read_only(shutil.copytree(trained_run, tmp_path / "run"))
+    args = _render_args(run, tmp_path / "fig.png")
+    assert args.func(args) == 0  # a run needs no write access to be drawn
+    assert Image.open(tmp_path / "fig.png").size == (4 * 32, 32)
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_cli_render_of_a_run_another_process_writes_names_it(
+    trained_run, tmp_path, lock_held_elsewhere, no_render, capsys
+):
+    with lock_held_elsewhere(trained_run, "crfold train (foldingnet)") as pid:
+        args = _render_args(trained_run, tmp_path / "fig.png")
+        assert args.func(args) == 2
+    err = capsys.readouterr().err
+    assert f"crfold render: error: {trained_run}: in use by pid {pid} " in err
+    assert "(crfold train (foldingnet))" in err and err.count("\n") == 1
+    assert no_render == [] and not (tmp_path / "fig.png").exists()
