@@ -1,7 +1,7 @@
 """The Table-9 spec: FoldingNet-VAE + Aug against CR-FoldingNet on your data, over seeds.
 
     crfold experiment table9 --config configs/table9_modelnet10.yaml --seeds 3 --jobs 2 \\
-        --out results/table9_modelnet10
+        --out runs/table9_modelnet10
 
 trains every variant (by default ``aug``, FoldingNet-VAE + Aug, and ``cr``, CR-FoldingNet;
 ``--modes`` adds ``ae`` and ``base``, the plain VAE; ``--lams`` the Table-4 lambda sweep;
