@@ -61,7 +61,6 @@ class _DiskFullFile:
         return getattr(self._f, name)
 
 
-
 def _fill_disk_at(monkeypatch, name_part: str, room: int = 1000) -> None:
     """Make the atomic writes (:func:`crfold.io.atomic_write`, which data_prep writes through)
     fail on files whose name contains ``name_part``, after ``room`` bytes."""

@@ -34,23 +34,7 @@ from crfold.io import (
 from crfold.train import Trainer, train
 
 REPO = Path(__file__).resolve().parents[2]
-TINY = [
-    "latent_dim=16", "grid_size=6", "num_points=64", "k=8", "synthetic_train_shapes=16",
-    "synthetic_test_shapes=8", "batch_size=8", "epochs=1", "log_every=1",
-]  # fmt: skip
 RUN_FILES = ("config.yaml", "last.pt", "best.pt", "metrics.jsonl", "summary.json")
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def tiny(run_dir: Path, *more: str):
-    return load_config(overrides=[*TINY, f"run_dir={run_dir}", *more])
 
 
 def _crfold(*args: str, **kw) -> subprocess.Popen:
@@ -74,14 +58,14 @@ def _wait_for_lock(run: Path, proc: subprocess.Popen, timeout: float = 120.0) ->
 
 
 # --------------------------------------------------------------------------- one writer
-def test_two_concurrent_train_commands_on_one_run_dir(tmp_path):
+def test_two_concurrent_train_commands_on_one_run_dir(tiny_overrides, tmp_path):
     run = tmp_path / "run"
-    first = _crfold("train", "--quiet", "--run-dir", str(run), *TINY[:-2], "epochs=100000",
+    first = _crfold("train", "--quiet", "--run-dir", str(run), *tiny_overrides[:-2], "epochs=100000",
                     "log_every=1")  # fmt: skip
     try:
         holder = _wait_for_lock(run, first)
         assert f"pid {first.pid}" in holder and "crfold train" in holder
-        second = _crfold("train", "--quiet", "--run-dir", str(run), *TINY, "mode=base")
+        second = _crfold("train", "--quiet", "--run-dir", str(run), *tiny_overrides, "mode=base")
         out, err = second.communicate(timeout=120)
         assert second.returncode == 2, err
         assert f"in use by pid {first.pid}" in err and len(err.strip().splitlines()) == 1
@@ -94,7 +78,7 @@ def test_two_concurrent_train_commands_on_one_run_dir(tmp_path):
     assert load_checkpoint(run / "last.pt")["config"]["mode"] == "cr"
 
 
-def test_lock_is_released_when_the_holder_dies_and_is_reentrant_in_process(tmp_path):
+def test_lock_is_released_when_the_holder_dies_and_is_reentrant_in_process(tiny_config, tmp_path):
     run = tmp_path / "run"
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys, time; from crfold.io import RunLock; "
@@ -109,14 +93,16 @@ def test_lock_is_released_when_the_holder_dies_and_is_reentrant_in_process(tmp_p
         holder.kill()
         holder.wait()
     with RunLock(run, "a"), RunLock(run, "nested"):  # the kernel dropped the dead holder's lock
-        summary = train(tiny(run), quiet=True)  # the trainer's own lock nests in this process
+        summary = train(
+            tiny_config(run), quiet=True
+        )  # the trainer's own lock nests in this process
     assert summary["status"] == "completed"
 
 
 # --------------------------------------------------------------------------- resume
-def test_resume_refuses_a_changed_mode_and_names_it(tmp_path, capsys):
+def test_resume_refuses_a_changed_mode_and_names_it(tiny_config, tmp_path, capsys):
     run = tmp_path / "run"
-    train(tiny(run, "max_steps=1"), quiet=True)
+    train(tiny_config(run, "max_steps=1"), quiet=True)
     before = (run / "config.yaml").read_text()
     code = main(["train", "--resume", "--run-dir", str(run), "--quiet", "mode=base"])
     err = capsys.readouterr().err
@@ -124,27 +110,27 @@ def test_resume_refuses_a_changed_mode_and_names_it(tmp_path, capsys):
     assert (run / "config.yaml").read_text() == before  # nothing rewritten
 
 
-def test_resume_refuses_other_data_and_other_objective_weights(tmp_path):
+def test_resume_refuses_other_data_and_other_objective_weights(tiny_config, tmp_path):
     run = tmp_path / "run"
-    train(tiny(run, "max_steps=1"), quiet=True)
+    train(tiny_config(run, "max_steps=1"), quiet=True)
     for change, key in (("data=elsewhere.npz", "data"), ("lam=0.5", "lam"), ("seed=3", "seed"),
                         ("latent_dim=32", "latent_dim"), ("synthetic_train_shapes=24",
                                                           "synthetic_train_shapes")):  # fmt: skip
         with pytest.raises(ValueError, match=f"{key}: .* -> "):
-            Trainer(tiny(run, change), resume=True, quiet=True)
+            Trainer(tiny_config(run, change), resume=True, quiet=True)
     # Keys of the budget, logging and runtime may change; the lock was released by each refusal.
-    summary = train(tiny(run, "epochs=2", "log_every=3", "num_threads=1", "amp=none"),
+    summary = train(tiny_config(run, "epochs=2", "log_every=3", "num_threads=1", "amp=none"),
                     resume=True, quiet=True)  # fmt: skip
     assert summary["status"] == "completed" and summary["epoch"] == 2
 
 
-def test_resume_accepts_old_mode_names_of_the_same_run(tmp_path):
+def test_resume_accepts_old_mode_names_of_the_same_run(tiny_config, tmp_path):
     run = tmp_path / "run"
     with pytest.warns(DeprecationWarning, match="old name"):
-        cfg = tiny(run, "mode=vae+aug", "max_steps=1")
+        cfg = tiny_config(run, "mode=vae+aug", "max_steps=1")
     train(cfg, quiet=True)
     with pytest.warns(DeprecationWarning):
-        again = tiny(run, "mode=vae+aug")
+        again = tiny_config(run, "mode=vae+aug")
     assert train(again, resume=True, quiet=True)["status"] == "completed"
 
 
@@ -173,26 +159,28 @@ def _failing_save(fail_on: set[str], calls: list[str]):
     return save
 
 
-def test_disk_full_on_best_pt_after_last_pt_is_repaired_on_resume(tmp_path, monkeypatch):
+def test_disk_full_on_best_pt_after_last_pt_is_repaired_on_resume(
+    tiny_config, tmp_path, monkeypatch
+):
     run = tmp_path / "run"
     calls: list[str] = []
     monkeypatch.setattr(engine, "save_checkpoint", _failing_save({"best.pt"}, calls))
     with pytest.raises(WriteError, match=r"could not write .*best\.pt: No space left on device"):
-        train(tiny(run, "epochs=2"), quiet=True)
+        train(tiny_config(run, "epochs=2"), quiet=True)
     assert calls == ["last.pt", "best.pt"] and not (run / "best.pt").exists()
     monkeypatch.undo()
-    summary = train(tiny(run, "epochs=2"), resume=True, quiet=True)
+    summary = train(tiny_config(run, "epochs=2"), resume=True, quiet=True)
     assert summary["status"] == "completed" and summary["epoch"] == 2
     assert load_checkpoint(run / "best.pt")["step"] == load_checkpoint(run / "last.pt")["best_step"]
 
 
 def test_a_save_failing_half_way_leaves_the_run_resumable_to_the_same_weights(
-    tmp_path, monkeypatch
+    tiny_config, tmp_path, monkeypatch
 ):
     ref = tmp_path / "ref"
-    train(tiny(ref, "epochs=2"), quiet=True)
+    train(tiny_config(ref, "epochs=2"), quiet=True)
     run = tmp_path / "run"
-    train(tiny(run, "epochs=1"), quiet=True)
+    train(tiny_config(run, "epochs=1"), quiet=True)
     old = (run / "last.pt").read_bytes()
     real_save = torch.save
 
@@ -203,19 +191,21 @@ def test_a_save_failing_half_way_leaves_the_run_resumable_to_the_same_weights(
 
     monkeypatch.setattr(torch, "save", half_then_enospc)
     with pytest.raises(WriteError, match="last.pt: No space left on device"):
-        train(tiny(run, "epochs=2"), resume=True, quiet=True)
+        train(tiny_config(run, "epochs=2"), resume=True, quiet=True)
     monkeypatch.undo()
     assert (run / "last.pt").read_bytes() == old  # the previous checkpoint, intact
     assert not list(run.glob(".*.tmp"))  # no temporary file left behind
-    train(tiny(run, "epochs=2"), resume=True, quiet=True)
+    train(tiny_config(run, "epochs=2"), resume=True, quiet=True)
     a, b = load_checkpoint(ref / "last.pt")["model"], load_checkpoint(run / "last.pt")["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_write_errors_are_one_line_naming_the_path_in_the_cli(tmp_path, monkeypatch, capsys):
+def test_write_errors_are_one_line_naming_the_path_in_the_cli(
+    tiny_overrides, tmp_path, monkeypatch, capsys
+):
     run = tmp_path / "run"
     monkeypatch.setattr(engine, "save_checkpoint", _failing_save({"last.pt"}, []))
-    code = main(["train", "--quiet", "--run-dir", str(run), *TINY])
+    code = main(["train", "--quiet", "--run-dir", str(run), *tiny_overrides])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1
     assert err.startswith("crfold train: error: could not write ") and "last.pt" in err
@@ -237,9 +227,9 @@ def test_atomic_write_reports_eacces_in_one_line(tmp_path, monkeypatch):
 
 # --------------------------------------------------------------------------- bad files
 @pytest.mark.parametrize("content", [os.urandom(4096), b"", b"PK\x03\x04 truncated zip"])
-def test_a_corrupt_checkpoint_is_one_line_naming_the_file(tmp_path, content, capsys):
+def test_a_corrupt_checkpoint_is_one_line_naming_the_file(tiny_config, tmp_path, content, capsys):
     run = tmp_path / "run"
-    train(tiny(run, "max_steps=1"), quiet=True)
+    train(tiny_config(run, "max_steps=1"), quiet=True)
     (run / "last.pt").write_bytes(content)
     code = main(["train", "--resume", "--run-dir", str(run), "--quiet"])
     err = capsys.readouterr().err.strip()
@@ -247,9 +237,9 @@ def test_a_corrupt_checkpoint_is_one_line_naming_the_file(tmp_path, content, cap
     assert "not a checkpoint" in err or "not a readable checkpoint" in err
 
 
-def test_a_truncated_checkpoint_is_refused(tmp_path):
+def test_a_truncated_checkpoint_is_refused(tiny_config, tmp_path):
     run = tmp_path / "run"
-    train(tiny(run, "max_steps=1"), quiet=True)
+    train(tiny_config(run, "max_steps=1"), quiet=True)
     data = (run / "last.pt").read_bytes()
     (run / "cut.pt").write_bytes(data[: len(data) // 2])
     with pytest.raises(ValueError, match=r"cut\.pt: not a"):
@@ -271,11 +261,11 @@ def test_a_malformed_yaml_is_one_line_naming_file_and_line(tmp_path, capsys):
 
 # --------------------------------------------------------------------------- permissions
 @pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
-def test_run_files_follow_the_umask(tmp_path, umask):
+def test_run_files_follow_the_umask(tiny_config, tmp_path, umask):
     old = os.umask(umask)
     try:
         run = tmp_path / "run"
-        train(tiny(run), quiet=True)
+        train(tiny_config(run), quiet=True)
     finally:
         os.umask(old)
     for name in RUN_FILES:

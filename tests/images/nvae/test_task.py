@@ -22,7 +22,7 @@ from crfold_images.nvae.config import NVAEConfig, NVAETrainConfig, load_nvae_con
 from crfold_images.nvae.data import DATA_FOLDERS, data_root, default_root, load_images
 from crfold_images.nvae.task import NVAETask, learning_rate
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+CONFIGS = Path(__file__).resolve().parents[3] / "configs"
 TINY_YAML = str(CONFIGS / "nvae_tiny_cpu.yaml")
 # The tiny architecture of nvae_tiny_cpu.yaml on 8 synthetic train images: 2 steps of 4 per epoch.
 TINY = [

@@ -21,32 +21,7 @@ from crfold.train_steps import compute_terms
 from crfold.trainer_utils import build_model, build_transform, read_metrics, step_generator
 from crfold.transforms import default_cr_transform
 
-REPO = Path(__file__).resolve().parents[1]
-# A tiny model and set: 16 train shapes (2 steps of 8 per epoch), 8 validation shapes.
-TINY = [
-    "latent_dim=16",
-    "grid_size=6",
-    "num_points=64",
-    "k=8",
-    "synthetic_train_shapes=16",
-    "synthetic_test_shapes=8",
-    "batch_size=8",
-    "epochs=1",
-    "log_every=1",
-]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: on a shared 2-core machine, spinning OpenMP threads slow tiny models."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def tiny(run_dir: Path, *more: str) -> TrainConfig:
-    return load_config(overrides=[*TINY, f"run_dir={run_dir}", *more])
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _state(run_dir: Path, name: str = "last") -> dict:
@@ -54,9 +29,9 @@ def _state(run_dir: Path, name: str = "last") -> dict:
 
 
 @pytest.mark.parametrize("mode", ["ae", "base", "aug", "cr"])
-def test_each_mode_trains_and_writes_the_run_dir(tmp_path, mode):
+def test_each_mode_trains_and_writes_the_run_dir(tiny_config, tmp_path, mode):
     run = tmp_path / "run"
-    summary = train(tiny(run, f"mode={mode}", "lam=0.5", "beta=2"), quiet=True)
+    summary = train(tiny_config(run, f"mode={mode}", "lam=0.5", "beta=2"), quiet=True)
     assert summary["status"] == "completed" and summary["step"] == 2 and summary["epoch"] == 1
     for name in ("config.yaml", "metrics.jsonl", "last.pt", "best.pt", "summary.json"):
         assert (run / name).is_file(), name
@@ -86,8 +61,8 @@ def test_each_mode_trains_and_writes_the_run_dir(tmp_path, mode):
     assert state["batch_in_epoch"] == 0 and "head" not in state
 
 
-def test_compute_terms_modes_agree_where_they_should():
-    cfg = load_config(overrides=[*TINY, "mode=cr", "lam=0"])
+def test_compute_terms_modes_agree_where_they_should(tiny_overrides):
+    cfg = load_config(overrides=[*tiny_overrides, "mode=cr", "lam=0"])
     torch.manual_seed(0)
     model = build_model(cfg)
     x = torch.randn(4, 64, 3)
@@ -133,15 +108,15 @@ def _epoch_records(run: Path) -> list[dict]:
     ]
 
 
-def test_resume_is_bitwise_identical(tmp_path):
+def test_resume_is_bitwise_identical(tiny_config, tmp_path):
     straight, pieces = tmp_path / "straight", tmp_path / "pieces"
-    train(tiny(straight, "epochs=2"), quiet=True)
+    train(tiny_config(straight, "epochs=2"), quiet=True)
     # Stop inside epoch 1 (after 1 of its 2 steps), resume to the end of epoch 1, then to 2.
-    s1 = train(tiny(pieces, "max_steps=1"), quiet=True)
+    s1 = train(tiny_config(pieces, "max_steps=1"), quiet=True)
     assert s1["status"] == "max_steps" and _state(pieces)["batch_in_epoch"] == 1
-    train(tiny(pieces), resume=True, quiet=True)
+    train(tiny_config(pieces), resume=True, quiet=True)
     assert _state(pieces)["epoch"] == 1 and _state(pieces)["batch_in_epoch"] == 0
-    s3 = train(tiny(pieces, "epochs=2"), resume=True, quiet=True)
+    s3 = train(tiny_config(pieces, "epochs=2"), resume=True, quiet=True)
     assert s3["status"] == "completed" and s3["step"] == 4
     _weights_equal(_state(straight), _state(pieces))
     _weights_equal(_state(straight, "best"), _state(pieces, "best"))
@@ -150,22 +125,22 @@ def test_resume_is_bitwise_identical(tmp_path):
     assert steps == [1, 2, 3, 4]
 
 
-def test_run_dir_guards(tmp_path):
+def test_run_dir_guards(tiny_config, tmp_path):
     with pytest.raises(FileNotFoundError, match="resume"):
-        train(tiny(tmp_path / "none"), resume=True, quiet=True)
-    train(tiny(tmp_path / "once", "max_steps=1"), quiet=True)
+        train(tiny_config(tmp_path / "none"), resume=True, quiet=True)
+    train(tiny_config(tmp_path / "once", "max_steps=1"), quiet=True)
     with pytest.raises(FileExistsError, match="--resume"):
-        train(tiny(tmp_path / "once"), quiet=True)
+        train(tiny_config(tmp_path / "once"), quiet=True)
 
 
 def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "crfold", "train", *args]
 
 
-def test_sigterm_saves_and_resumes(tmp_path):
+def test_sigterm_saves_and_resumes(tiny_config, tiny_overrides, tmp_path):
     run = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    args = _cli("--quiet", *TINY, "epochs=1000", f"run_dir={run}")
+    args = _cli("--quiet", *tiny_overrides, "epochs=1000", f"run_dir={run}")
     proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
     metrics = run / "metrics.jsonl"
@@ -182,16 +157,25 @@ def test_sigterm_saves_and_resumes(tmp_path):
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "interrupted" and state["step"] == summary["step"] >= 3
     resumed = train(
-        tiny(run, f"max_steps={state['step'] + 1}", "epochs=1000"), resume=True, quiet=True
+        tiny_config(run, f"max_steps={state['step'] + 1}", "epochs=1000"), resume=True, quiet=True
     )
     assert resumed["status"] == "max_steps" and resumed["step"] == state["step"] + 1
 
 
 @pytest.mark.slow
-def test_ddp_two_processes_on_gloo(tmp_path):
+def test_ddp_two_processes_on_gloo(tiny_overrides, tmp_path):
     run = tmp_path / "ddp"
     args = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    args += ["-m", "crfold", "train", "--quiet", *TINY, "epochs=2", "device=cpu", f"run_dir={run}"]
+    args += [
+        "-m",
+        "crfold",
+        "train",
+        "--quiet",
+        *tiny_overrides,
+        "epochs=2",
+        "device=cpu",
+        f"run_dir={run}",
+    ]
     res = subprocess.run(args, cwd=REPO, capture_output=True, timeout=300)
     assert res.returncode == 0, res.stderr.decode()[-3000:]
     # Each rank sees 8 of the 16 shapes: one step of 8 per epoch; only rank 0 logs and prints.
@@ -205,34 +189,30 @@ def test_ddp_two_processes_on_gloo(tmp_path):
     assert not any(k.startswith("module.") for k in state["model"])
 
 
-def test_data_options_are_checked(tmp_path):
+def test_data_options_are_checked(tiny_config, tmp_path):
     from crfold.trainer_utils import open_split
 
     with pytest.raises(ValueError, match="to_up"):
-        open_split(tiny(tmp_path, "to_up=y"), "train")
+        open_split(tiny_config(tmp_path, "to_up=y"), "train")
     with pytest.raises(ValueError, match="num_points"):
-        open_split(tiny(tmp_path, "num_points=8"), "train")
+        open_split(tiny_config(tmp_path, "num_points=8"), "train")
     cfg = load_config(REPO / "configs" / "shapenet_paper.yaml")  # its data path is a placeholder
     with pytest.raises(FileNotFoundError, match="shapenetcorev2_hdf5_2048"):
         open_split(cfg, "train")
 
 
-MODELNET = REPO / ".." / "shared" / "data" / "modelnet40_1024" / "modelnet40_1024_f16.npz"
-
-
 @pytest.mark.slow
-def test_modelnet40_cpu_config_runs_on_the_shared_sample(tmp_path):
-    if not MODELNET.is_file():
-        pytest.skip(f"the shared ModelNet40 sample is absent ({MODELNET})")
-    overrides = [*TINY, "classes_subset=modelnet10", "max_steps=2", f"data={MODELNET}"]
+def test_modelnet40_cpu_config_runs_on_the_shared_sample(tiny_overrides, shared_data, tmp_path):
+    """The shipped config as a user runs it: its data path is found under $CRFOLD_DATA."""
+    overrides = [*tiny_overrides, "classes_subset=modelnet10", "max_steps=2"]
     cfg = load_config(REPO / "configs" / "modelnet40_cpu.yaml", [*overrides, f"run_dir={tmp_path}"])
     summary = train(cfg, quiet=True)
     assert summary["status"] == "max_steps" and summary["step"] == 2
     assert math.isfinite(summary["val_loss"]) and (tmp_path / "best.pt").is_file()
 
 
-def test_bf16_autocast_keeps_the_losses_in_float32():
-    cfg = load_config(overrides=[*TINY, "mode=cr"])
+def test_bf16_autocast_keeps_the_losses_in_float32(tiny_overrides):
+    cfg = load_config(overrides=[*tiny_overrides, "mode=cr"])
     torch.manual_seed(0)
     model = build_model(cfg)
     x = torch.randn(4, 64, 3)
@@ -247,7 +227,7 @@ def test_bf16_autocast_keeps_the_losses_in_float32():
     assert model.encoder.mu.weight.grad.dtype == torch.float32
 
 
-def test_checkpoint_every_saves_last_inside_the_epoch(tmp_path, monkeypatch):
+def test_checkpoint_every_saves_last_inside_the_epoch(tiny_config, tmp_path, monkeypatch):
     saves = []
     real = Trainer.save
 
@@ -257,7 +237,7 @@ def test_checkpoint_every_saves_last_inside_the_epoch(tmp_path, monkeypatch):
 
     monkeypatch.setattr(Trainer, "save", spy)
     # 16 shapes / batch 4 = 4 steps per epoch, 2 epochs; a save every 3 steps
-    cfg = tiny(tmp_path / "run", "batch_size=4", "epochs=2", "checkpoint_every=3")
+    cfg = tiny_config(tmp_path / "run", "batch_size=4", "epochs=2", "checkpoint_every=3")
     train(cfg, quiet=True)
     lasts = [(step, batch) for name, step, batch in saves if name == "last"]
     # mid-epoch saves at steps 3 and 6; the epoch ends (4, 8) save once each
@@ -265,4 +245,4 @@ def test_checkpoint_every_saves_last_inside_the_epoch(tmp_path, monkeypatch):
     state = _state(tmp_path / "run")
     assert state["step"] == 8
     with pytest.raises(ValueError, match="checkpoint_every"):
-        tiny(tmp_path / "x", "checkpoint_every=0")
+        tiny_config(tmp_path / "x", "checkpoint_every=0")
