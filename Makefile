@@ -44,6 +44,7 @@ bench-train: build  ## training throughput: crfold vs a plain-PyTorch FoldingNet
 lint: venv
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .
+	$(PY) scripts/import_cycles.py crfold crfold_images data_prep viz
 	$(VENV)/bin/clang-format --dry-run --Werror crfold/ops/csrc/*.h crfold/ops/csrc/*.cpp crfold/ops/csrc/*.cu
 
 format: venv

@@ -141,6 +141,7 @@ def add_train_parser(sub, name: str, task: str | None, help: str) -> argparse.Ar
 
 
 def _cmd_probe(args: argparse.Namespace) -> int:
+    from .eval.consistency import DEFAULT_SEED
     from .eval.encode import checkpoint_path
     from .eval.format import format_probe
     from .eval.output import run_output
@@ -160,6 +161,7 @@ def _cmd_probe(args: argparse.Namespace) -> int:
                 device=args.device,
                 write=False,
                 progress=not args.quiet,
+                seed=DEFAULT_SEED if args.seed is None else args.seed,
             )
             print(format_probe(res, args.run), flush=True)  # the result first, then the file
             atomic_write_json(path, res)
@@ -211,13 +213,17 @@ def _register_builtin(sub) -> None:
 
     p = sub.add_parser(
         "probe",
-        help="linear-SVM and logistic probes on a run's codes",
+        help="linear-SVM and logistic probes on a run's codes (raw and standardized)",
         description=textwrap.fill(
             "Encode the run's train and test splits (posterior means, eval mode, no "
-            "augmentation), fit LinearSVC(random_state=0) and a logistic regression on the train "
-            "codes, score them on the test codes, print them and write RUN/probe.json. The run "
-            "is checked first (checkpoint, writable folder, no other writer), so a read-only or "
-            "busy run fails at once.",
+            "augmentation), fit LinearSVC(C, random_state=0) and a logistic regression on the "
+            "train codes, score them on the test codes, under both protocols: raw codes "
+            "(FoldingNet's) and standardized codes (StandardScaler fit on the train codes). Also "
+            "the SVM on the test shapes under random rotations about the up axis (rotated test), "
+            "and fit on rotated train shapes too (rotated train+test). Prints them and writes "
+            "RUN/probe.json. The run is checked first (checkpoint, writable folder, no other "
+            "writer), so a read-only or busy run fails at once. --which best is refused for a "
+            "run that selected best.pt on its probe split (val_split == probe_split).",
             100,
         ),
         formatter_class=_HelpFormatter,
@@ -230,9 +236,18 @@ def _register_builtin(sub) -> None:
         "--standardize",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="standardize the codes first (None: the run's probe_standardize)",
+        help="which protocol is the headline, printed first and at the top of probe.json (both "
+        "are computed; None: the run's probe_standardize)",
     )
-    p.add_argument("--which", choices=("best", "last"), default="best", help="checkpoint to use")
+    p.add_argument(
+        "--which",
+        choices=("best", "last"),
+        default="best",
+        help="checkpoint to use (best: selected on the run's val_split)",
+    )
+    p.add_argument(
+        "--seed", type=int, default=None, help="seed of the probe rotations (None: 1234)"
+    )
     p.add_argument("--batch-size", type=int, default=64, help="clouds per forward pass")
     p.add_argument("--device", default="cpu", help="device that encodes (cpu, cuda, cuda:N)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -243,12 +258,17 @@ def _register_builtin(sub) -> None:
         help="every metric of a run (Chamfer, probes, MI, AU, latent consistency) -> eval.json",
         description=textwrap.fill(
             "Evaluate a run on its probe split: Chamfer in both conventions, linear SVM and "
-            "logistic probes (fit on the train split), mutual information, active units, and the "
-            "latent consistency under held-out rotations, translations, scalings and jitter. "
-            "Prints them and writes RUN/eval.json (the run is checked first: checkpoint, writable "
-            "folder, no other writer). --data and --set KEY=VALUE (data keys only) evaluate on "
-            "other data; a relative --data path is looked up under $CRFOLD_DATA when it does not "
-            "exist from the working directory.",
+            "logistic probes (fit on the train split) on raw codes (FoldingNet's protocol) and "
+            "standardized codes (StandardScaler fit on train; the run's probe_standardize only "
+            "picks which is printed first), the SVM on test shapes under random rotations about "
+            "the up axis (train codes as usual, and train shapes rotated too), mutual "
+            "information, active units, and the latent consistency under held-out rotations, "
+            "translations, scalings and jitter. Prints them and writes RUN/eval.json (the run is "
+            "checked first: checkpoint, writable folder, no other writer). --data and --set "
+            "KEY=VALUE (data keys only) evaluate on other data; a relative --data path is looked "
+            "up under $CRFOLD_DATA when it does not exist from the working directory. --which "
+            "best is refused for a run that selected best.pt on its probe split (val_split == "
+            "probe_split: older runs); use --which last there.",
             100,
         ),
         formatter_class=_HelpFormatter,
@@ -259,14 +279,22 @@ def _register_builtin(sub) -> None:
         default=None,
         help="evaluate on this .npz / HDF5 folder / synthetic (relative: also under $CRFOLD_DATA)",
     )
-    p.add_argument("--which", choices=("best", "last"), default="best", help="checkpoint to use")
+    p.add_argument(
+        "--which",
+        choices=("best", "last"),
+        default="best",
+        help="checkpoint to use (best: selected on the run's val_split)",
+    )
     p.add_argument(
         "--families",
         default="rotation,translation,scale,jitter",
         help="transform families of the consistency metric",
     )
     p.add_argument(
-        "--seed", type=int, default=None, help="seed of the held-out transforms (None: 1234)"
+        "--seed",
+        type=int,
+        default=None,
+        help="seed of the held-out transforms and probe rotations (None: 1234)",
     )
     p.add_argument(
         "--mi-batch-size", type=int, default=None, help="MI minibatch (None: the whole split)"
@@ -299,8 +327,8 @@ def _command_line(args: argparse.Namespace) -> str:
     parts += [f"--first-seed {args.first_seed}"] if args.first_seed else []
     parts += [f"--lams {args.lams}"] if args.lams else []
     parts += ["--ablation"] if args.ablation else []
-    parts += ["--untrained"] if args.untrained else []
-    parts += [f"--which {args.which}"] if args.which != "last" else []
+    parts += [] if args.untrained else ["--no-untrained"]
+    parts += [f"--which {args.which}"] if args.which != "best" else []
     parts += [f"--name {args.name}"] if args.name != "report" else []
     return " ".join([*parts, f"--jobs {args.jobs}"]) + "".join(
         f" {shlex.quote(o)}" for o in args.overrides
@@ -354,10 +382,12 @@ def _register_experiment(sub) -> None:
         help="FoldingNet-VAE + Aug vs CR-FoldingNet (and more) over seeds -> report.md",
         description=textwrap.fill(
             "Train each variant for each seed with the same config, data and budget, evaluate "
-            "every run (crfold eval: Chamfer, SVM/logistic probes, MI, AU, latent consistency) "
-            "and write OUT/report.md with a mean +- std table and plots. Rerun to resume. Each "
-            "run directory has one writer at a time: a run another process is training is "
-            "reported with its holder.",
+            "every run (crfold eval: Chamfer, SVM/logistic probes on raw and standardized codes, "
+            "rotated-test probes, MI, AU, latent consistency) and write OUT/report.md with mean "
+            "+- std tables, Welch tests of every row against the untrained row (standardized) and "
+            "of cr against aug, and plots. The untrained row (one training step) is always there "
+            "unless --no-untrained. Rerun to resume. Each run directory has one writer at a time: "
+            "a run another process is training is reported with its holder.",
             100,
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -376,10 +406,19 @@ def _register_experiment(sub) -> None:
         "--ablation", action="store_true", help="Table-5 rows: one augmentation family at a time"
     )
     t.add_argument(
-        "--untrained", action="store_true", help="add a 1-step encoder (random-feature reference)"
+        "--untrained",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the untrained row: a 1-step encoder, the random-features reference of every claim "
+        "that training helps (--no-untrained drops it)",
     )
     t.add_argument("--jobs", type=int, default=1, help="runs at the same time")
-    t.add_argument("--which", choices=("best", "last"), default="last", help="checkpoint evaluated")
+    t.add_argument(
+        "--which",
+        choices=("best", "last"),
+        default="best",
+        help="checkpoint evaluated (best: selected on the holdout of train, val_split=holdout)",
+    )
     t.add_argument("--name", default="report", help="report name: OUT/NAME.md (plots NAME_*.png)")
     t.add_argument("--quiet", action="store_true", help="no progress lines")
     t.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, all runs")
@@ -410,6 +449,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Python hides DeprecationWarnings outside __main__: show the ones users must act on.
+    warnings.filterwarnings(
+        "default", message=r".*is the old name of mode", category=DeprecationWarning
+    )
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "func", None) is None:

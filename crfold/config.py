@@ -70,6 +70,8 @@ TASKS = {
 }
 MODES = ("ae", "base", "aug", "cr")  # FoldingNet's; as crfold.models.foldingnet.MODES
 ROTATIONS = ("up", "x", "y", "z", "so3")
+RECON_TERMS = ("gaussian", "mean_chamfer")  # as crfold.models.foldingnet.RECON_TERMS
+AUG_TARGETS = ("transformed", "canonical")
 _NONE_WORDS = ("none", "null", "~", "")
 _TRUE_WORDS = ("true", "yes", "on", "1")
 _FALSE_WORDS = ("false", "no", "off", "0")
@@ -318,7 +320,7 @@ def apply_overrides(base: RunConfig, values: dict[str, Any], source: str) -> Run
     for key, value in values.items():
         if key not in names:
             command = "crfold train --help" if base.TASK == "foldingnet" else (
-                f"crfold train task={base.TASK} --help")  # fmt: skip
+                f"crfold {base.TASK} train --help")  # fmt: skip
             raise ValueError(f"{source}: unknown config key {key!r} (see `{command}`)")
         changes[key] = coerce_value(key, value, hints[key])
     mode = changes.get("mode")
@@ -437,7 +439,7 @@ class TrainConfig(RunConfig):
     MODE_ALIASES: ClassVar[dict[str, str]] = {"vae": "base", "vae+aug": "aug"}
     RESUMABLE: ClassVar[tuple[str, ...]] = (
         *RunConfig.RESUMABLE, "num_workers", "eval_batch_size", "probe_split", "probe_C",
-        "probe_standardize",
+        "probe_standardize", "grad_norms_every",
     )  # fmt: skip
 
     # --- data
@@ -456,7 +458,12 @@ class TrainConfig(RunConfig):
     synthetic_rotate: bool = option(False, "synthetic: random rotation of every shape about y")
     data_seed: int = option(0, "seed of the synthetic shapes and of point subsampling")
     train_split: str = option("train", "split the model is trained on")
-    val_split: str = option("test", "split for validation loss and best.pt (ShapeNet HDF5: 'val')")
+    val_split: str = option(
+        "holdout",
+        "split of the validation loss and best.pt: 'holdout' (a seeded, stratified val_fraction "
+        "of train_split, removed from training) or a split of the data ('val' for ShapeNet)",
+    )
+    val_fraction: float = option(0.1, "val_split=holdout: fraction of every class held out")
     num_workers: int = option(0, "DataLoader worker processes")
     # --- model (FoldingNet, Yang et al. 2018)
     mode: str = option("cr", "ae | base (VAE) | aug (VAE on x and t(x): CR with lam=0) | cr")
@@ -464,11 +471,27 @@ class TrainConfig(RunConfig):
     k: int = option(16, "neighbours of the local covariance and the graph max-pools")
     grid_size: int = option(45, "decoder grid side (45 -> 2025 points)")
     use_covariance: bool = option(True, "12-channel encoder input (xyz + local covariance)")
-    # obs_scale mirrors crfold.models.foldingnet.DEFAULT_OBS_SCALE (a test keeps them equal).
-    obs_scale: float = option(0.1, "sigma of the Gaussian Chamfer likelihood: Chamfer-vs-KL weight")
     # --- objective (Eq. 3: L(x) + L(t(x)) - lam * KL(q(z|t(x)) || q(z|x)))
+    recon: str = option(
+        "gaussian",
+        "reconstruction term: 'gaussian' = Gaussian Chamfer NLL in nats, squared NN distances "
+        "summed over the points of both directions / (2 obs_scale^2) (a proper likelihood: "
+        "ELBO/NLL mean nats) | 'mean_chamfer' = FoldingNet's Chamfer loss, squared NN distance "
+        "averaged over the points of each direction, summed over the two (the paper's 'KL added "
+        "to FoldingNet' reading; not nats, use a small beta, e.g. 1e-3)",
+    )
+    # obs_scale mirrors crfold.models.foldingnet.DEFAULT_OBS_SCALE (a test keeps them equal).
+    obs_scale: float = option(
+        0.1, "sigma of the Gaussian Chamfer likelihood (recon=gaussian only): Chamfer-vs-KL weight"
+    )
     beta: float = option(1.0, "weight of the KL to the prior (beta-VAE); not of the consistency")
     lam: float = option(0.1, "lambda, weight of the KL consistency term (mode cr)")
+    grad_norms_every: int | None = option(
+        200,
+        "steps between gradient diagnostics (kind 'diagnostics' in metrics.jsonl): L2 norms of "
+        "the gradients of the recon, beta*KL and lam*consistency terms w.r.t. the encoder; "
+        "None: off",
+    )
     # --- augmentation t(x) for aug and cr (default: FoldingNet's rotate+translate+jitter)
     aug_rotate: str | None = option("up", "rotation axis: up | x | y | z | so3 (uniform) | None")
     aug_degrees: float = option(180.0, "rotation angle range: uniform in [-deg, deg]")
@@ -482,6 +505,11 @@ class TrainConfig(RunConfig):
     aug_scale_isotropic: bool = option(False, "one scale factor per cloud instead of per axis")
     aug_jitter_sigma: float = option(0.01, "per-point jitter sigma; 0 disables")
     aug_jitter_clip: float | None = option(0.02, "jitter clipping bound; None: unclipped")
+    aug_target: str = option(
+        "transformed",
+        "what the t(x) branch reconstructs (aug, cr): 'transformed' = t(x) (the paper: the ELBO "
+        "of t(x)) | 'canonical' = x (z need not carry the pose)",
+    )
     # --- optimisation (FoldingNet: Adam 1e-4, weight decay 1e-6, batch 16)
     lr: float = option(1e-4, "Adam learning rate (constant)")
     weight_decay: float = option(1e-6, "Adam weight decay")
@@ -495,17 +523,26 @@ class TrainConfig(RunConfig):
         """Checks values beyond their types; ValueError naming the key."""
         super().validate()
         _choice("aug_rotate", self.aug_rotate, (*ROTATIONS, None))
+        _choice("recon", self.recon, RECON_TERMS)
+        _choice("aug_target", self.aug_target, AUG_TARGETS)
         for key in ("up_axis", "to_up"):
             _choice(key, getattr(self, key), ("y", "z", None))
         check_numbers(
             self,
             positive_ints=("latent_dim", "synthetic_train_shapes", "synthetic_test_shapes"),
-            optional_positive_ints=("num_points", "eval_batch_size", "aug_steps"),
+            optional_positive_ints=(
+                "num_points",
+                "eval_batch_size",
+                "aug_steps",
+                "grad_norms_every",
+            ),
             nonneg_ints=("num_workers", "data_seed"),
-            positive=("obs_scale", "probe_C"),
+            positive=("obs_scale", "probe_C", "val_fraction"),
             nonneg=("beta", "lam", "aug_translate", "aug_jitter_sigma", "aug_degrees"),
             optional_positive=("aug_jitter_clip",),
         )
+        if self.val_fraction >= 1:
+            raise ValueError(f"val_fraction: expected a number in (0, 1), got {self.val_fraction}")
         if self.k < 2 or self.grid_size < 2:
             raise ValueError(f"k and grid_size: expected ints >= 2, got {self.k}, {self.grid_size}")
         if self.aug_degrees > 180:

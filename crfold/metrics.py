@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from crfold.consistency import consistency_loss
 from crfold.models.common import Posterior
-from crfold.probe import logistic_probe, svm_probe
+from crfold.eval.probe import logistic_probe, svm_probe
 
 __all__ = [
     "active_units",

@@ -3,26 +3,22 @@
 * ``crfold images train [--config FILE] [--resume] [--run-dir DIR] KEY=VALUE ...`` is
   ``crfold train task=images ...`` (its ``--help`` lists the keys of :class:`ImageConfig`);
 * ``crfold images tables table1 ... [--jobs N]`` trains and reports the paper's Tables 1-6
-  (:mod:`crfold_images.experiments`; ``python -m crfold_images.experiments`` is the same command).
+  (:mod:`crfold_images.experiments`, a spec on the experiment runner
+  :mod:`crfold.experiments.runner`; ``python -m crfold_images.experiments`` is the same command).
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import textwrap
 
 __all__ = ["register"]
 
 
 def _cmd_tables(args: argparse.Namespace) -> int:
-    from crfold_images.experiments import run_tables
+    from crfold_images.experiments import run_command
 
-    try:
-        return run_tables(args)
-    except KeyboardInterrupt as exc:
-        print(f"crfold images tables: {exc}", file=sys.stderr)
-        return 130
+    return run_command(args)
 
 
 def register(sub) -> None:

@@ -6,12 +6,15 @@
 (``python -m crfold_images.experiments ...`` is the same command.) A relative data root is
 looked up under ``$CRFOLD_DATA`` when it does not exist from the working directory.
 
-Each table trains its grid of cells x seeds (one :func:`crfold_images.train.train_run`, i.e. one
-run of the engine, per run directory), evaluates them (MI, AU, IW-NLL, probe accuracy, latent
-consistency: each run's ``eval.json``) and writes ``<out>/<table>.md`` (the paper's layout,
-mean ± std over seeds, then every metric of every cell), ``<table>.json``, ``<table>_bars.png``
-(MI / AU / NLL bars) and ``<table>_samples.png`` (prior samples and reconstructions of seed 0 of
-each cell).
+Each table is a spec on top of the experiment runner (:mod:`crfold.experiments.runner`): its
+grid of cells x seeds is a plan of runs (:func:`plan_table`), which the runner trains ``--jobs``
+at a time as child processes ``python -m crfold train`` (``task=images``; output in
+``<run>.log``), each evaluated by the engine when it finishes (MI, AU, IW-NLL, probe accuracy,
+latent consistency: the run's ``eval.json``). The report reads every run's ``eval.json`` and
+``summary.json`` (:func:`crfold.experiments.report.load_results`) and writes ``<out>/<table>.md``
+(the paper's layout, mean ± std over seeds, then every metric of every cell), ``<table>.json``,
+``<table>_bars.png`` (MI / AU / NLL bars) and ``<table>_samples.png`` (prior samples and
+reconstructions of seed 0 of each cell).
 
 Grids (rows as in the paper; models: vae, iwae, beta0.5, beta10):
 
@@ -23,10 +26,15 @@ Grids (rows as in the paper; models: vae, iwae, beta0.5, beta10):
 
 Run directories are ``<out>/runs/<dataset>/<cell>-<hash>/seed<k>``, the hash covering the keys
 that define a run (every key outside ``ImageConfig.RESUMABLE``) but ``seed`` and ``data_root``,
-so identical cells of different tables (table6's CR-VAE is table1's) train once; finished runs
-are skipped on rerun, unfinished ones resume, and a rerun with more ``--epochs`` continues the
-finished runs from their last epoch (exactly as an uninterrupted run would have trained; fewer
-epochs than a run already has is an error).
+so identical cells of different tables (table6's CR-VAE is table1's) train once. The runner's
+rules apply: finished, evaluated runs are skipped on rerun, unfinished ones resume, a rerun with
+more ``--epochs`` continues the finished runs from their last epoch (exactly as an uninterrupted
+run would have trained; fewer epochs than a run already has is an error), a run directory whose
+saved config differs in a run-defining key is an error before anything trains, each run is
+locked while a child writes it, and SIGINT/SIGTERM stop the children after they saved
+``last.pt``. Evaluation settings (``eval_samples``, ...) and runtime keys (``num_threads``, ...)
+may differ from a finished run's: its ``eval.json`` is reused (the report quotes the settings it
+was computed with).
 """
 
 from __future__ import annotations
@@ -44,20 +52,28 @@ from pathlib import Path
 from typing import Any
 
 from crfold.config import load_config
-from crfold.io import atomic_write_json
+from crfold.experiments.report import load_results, train_seconds
+from crfold.experiments.runner import EngineEval, PlannedRun, run_plan, train_state
+from crfold.io import RunLockedError, atomic_write_json
 from crfold_images.config import ImageConfig
 from crfold_images.report import bar_plot, markdown_table, mean_std, montage, write_text
-from crfold_images.train import finished_result, train_run
+from crfold_images.train import RUN_EXTEND, RUN_IGNORE
 
 __all__ = [
     "Cell",
     "TABLES",
     "add_table_arguments",
     "build_grid",
+    "cell_config",
     "main",
+    "plan_table",
+    "run_command",
+    "run_dir_of",
     "run_key",
     "run_table",
     "run_tables",
+    "threads_per_run",
+    "train_plan",
     "write_table",
 ]
 
@@ -97,6 +113,7 @@ def build_grid(table: str, datasets: list[str], models: list[str]) -> list[Cell]
     """The cells of ``table``: tables 1-3 on every dataset, tables 4-6 on the first."""
     if table not in TABLES:
         raise ValueError(f"table must be one of {TABLES}, got {table!r}")
+    datasets, models = list(dict.fromkeys(datasets)), list(dict.fromkeys(models))
     unknown = [m for m in models if m not in MODELS]
     if unknown:
         raise ValueError(f"models must be among {tuple(MODELS)}, got {unknown}")
@@ -152,53 +169,58 @@ def run_dir_of(out: Path, cfg: ImageConfig) -> Path:
     return out / "runs" / cfg.dataset / slug / f"seed{cfg.seed}"
 
 
-def _train_one(cfg_dict: dict[str, Any], run_dir: str) -> dict[str, Any] | None:
-    """Worker of ``--jobs N``: one run in its own process (quiet)."""
-    return train_run(ImageConfig.from_dict(cfg_dict, "worker"), run_dir, quiet=True)
+def threads_per_run(base: ImageConfig, jobs: int) -> int | None:
+    """``num_threads`` of each child: the config's, else ``cpu_count // jobs`` when ``jobs > 1``
+    (None: torch's default, for one run at a time)."""
+    if base.num_threads is not None or jobs <= 1:
+        return base.num_threads
+    return max(1, (os.cpu_count() or 1) // jobs)
 
 
-def _collect(out: Path, cells: list[Cell], base: ImageConfig, roots, seeds, quiet: bool, jobs: int):
-    """Train / load every run of the grid; {cell index: [result per seed]} and the run dirs.
+def _tag(cell: Cell) -> str:
+    return f"{cell.dataset}: {cell.label}"
 
-    With ``jobs > 1`` the unfinished runs train in that many processes at once (each with
-    ``num_threads`` torch threads, default ``cpu_count // jobs``).
-    """
-    plan = []  # (cell index, config, run dir)
-    for i, cell in enumerate(cells):
+
+def plan_table(
+    out: Path,
+    base: ImageConfig,
+    cells: list[Cell],
+    roots: dict[str, str | None],
+    seeds: list[int],
+    threads: int | None = None,
+) -> list[list[PlannedRun]]:
+    """The runs of the grid: per cell, one :class:`PlannedRun` per seed (labelled
+    ``"<dataset>: <cell label>"``, in :func:`run_dir_of`), trained with ``threads`` torch threads
+    when given."""
+    plan = []
+    for cell in cells:
+        runs = []
         for seed in seeds:
             cfg = cell_config(base, cell, roots, seed)
-            plan.append((i, cfg, run_dir_of(out, cfg)))
-    todo = [p for p in plan if finished_result(p[1], p[2]) is None]
-    todo.sort(key=lambda p: p[1].mode == "base")  # paired modes cost ~2x: start them first
-    if not quiet:
-        print(f"{len(plan)} runs, {len(plan) - len(todo)} already finished, {len(todo)} to train")
-    if jobs > 1 and len(todo) > 1:
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor, as_completed
+            if threads is not None:
+                cfg = cfg.replace(num_threads=threads)
+            runs.append(PlannedRun(run_dir_of(out, cfg), cfg, label=_tag(cell)))
+        plan.append(runs)
+    return plan
 
-        threads = base.num_threads or max(1, (os.cpu_count() or 1) // jobs)
-        ctx = mp.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
-            futures = {
-                pool.submit(_train_one, cfg.replace(num_threads=threads).to_dict(), str(rd)): rd
-                for _, cfg, rd in todo
-            }
-            for n, fut in enumerate(as_completed(futures), start=1):
-                if fut.result() is None:
-                    raise KeyboardInterrupt(f"interrupted during {futures[fut]}; rerun to resume")
-                if not quiet:
-                    print(f"[{n}/{len(todo)}] finished {futures[fut]}", flush=True)
-    results: dict[int, list[dict[str, Any]]] = {}
-    dirs: dict[int, list[Path]] = {}
-    for n, (i, cfg, rd) in enumerate(plan, start=1):
-        if not quiet and finished_result(cfg, rd) is None:
-            print(f"[{n}/{len(plan)}] {cells[i].dataset} {cells[i].label} seed {cfg.seed}: {rd}")
-        result = train_run(cfg, rd, quiet=quiet)  # a finished run's eval.json, no training
-        if result is None:  # interrupted by a signal: stop the whole grid
-            raise KeyboardInterrupt(f"interrupted during {rd}; rerun to resume")
-        results.setdefault(i, []).append(result)
-        dirs.setdefault(i, []).append(rd)
-    return results, dirs
+
+def train_plan(plan: list[list[PlannedRun]], jobs: int = 1, quiet: bool = False) -> None:
+    """Trains and evaluates the runs of a grid with the runner (each run directory once; the
+    paired modes first: they cost ~2x a base run)."""
+    unique: dict[Path, PlannedRun] = {}
+    for run in (r for cell_runs in plan for r in cell_runs):
+        unique.setdefault(run.run_dir.resolve(), run)
+    runs = sorted(unique.values(), key=lambda r: r.config.mode == "base")
+    evaluation = EngineEval()
+    if not quiet:
+        done = sum(
+            train_state(r, RUN_IGNORE, RUN_EXTEND) == "done" and evaluation.is_current(r.run_dir)
+            for r in runs
+        )
+        print(f"{len(runs)} runs, {done} already finished, {len(runs) - done} to train or evaluate")
+    run_plan(
+        runs, jobs=jobs, evaluation=evaluation, ignore=RUN_IGNORE, extend=RUN_EXTEND, quiet=quiet
+    )
 
 
 def _metric(results: list[dict[str, Any]], key: str) -> list[float]:
@@ -261,10 +283,26 @@ def run_table(
 
     Returns:
         ``{"table", "cells": [{"label", "dataset", "overrides", "results": [per seed]}]}``.
+
+    Raises:
+        ValueError: a bad option, or a run directory trained with another config.
+        RunLockedError: runs another process was writing (the others still ran).
+        RuntimeError: runs whose training failed (the others still ran; rerun to resume).
+        KeyboardInterrupt: stopped by SIGINT/SIGTERM after the children saved ``last.pt``.
     """
     cells = build_grid(table, datasets, models)
-    results, dirs = _collect(out, cells, base, roots, seeds, quiet, jobs)
-    return write_table(table, out, base, cells, results, dirs, seeds, command)
+    plan = plan_table(out, base, cells, roots, seeds, threads_per_run(base, jobs))
+    train_plan(plan, jobs, quiet)
+    return write_table(table, out, base, cells, plan, seeds, command)
+
+
+def _result(row: dict[str, Any]) -> dict[str, Any]:
+    """A run's ``eval.json``; ``train_seconds`` from its ``summary.json`` where eval.json has
+    none (the engine copies it there when it evaluates)."""
+    result = dict(row["eval"])
+    if result.get("train_seconds") is None:
+        result["train_seconds"] = train_seconds(row["summary"])
+    return result
 
 
 def write_table(
@@ -272,16 +310,19 @@ def write_table(
     out: Path,
     base: ImageConfig,
     cells: list[Cell],
-    results: dict[int, list[dict[str, Any]]],
-    dirs: dict[int, list[Path]],
+    plan: list[list[PlannedRun]],
     seeds: list[int],
     command: str = "",
 ) -> dict[str, Any]:
     """The report of a trained grid: ``<table>.md``, ``.json``, ``_bars.png``, ``_samples.png``.
 
     Args:
-        results, dirs: {cell index: per seed, the run's eval.json / its run directory}.
+        plan: per cell, its runs over seeds (:func:`plan_table`), trained and evaluated; read
+            with :func:`crfold.experiments.report.load_results` (``eval.json`` and
+            ``summary.json``).
     """
+    results = {i: [_result(row) for row in load_results(runs)] for i, runs in enumerate(plan)}
+    dirs = {i: [run.run_dir for run in runs] for i, runs in enumerate(plan)}
     datasets = list(dict.fromkeys(c.dataset for c in cells))
     summary = {
         "table": table,
@@ -365,8 +406,10 @@ def add_table_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--eval-samples", type=int, default=None, help="IW-NLL samples S")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any ImageConfig key (see --help-config), repeatable")  # fmt: skip
-    p.add_argument("--jobs", type=int, default=1, help="runs trained at once, in processes")
-    p.add_argument("--quiet", action="store_true", help="no progress bars or per-run lines")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="runs trained at once, each in a child process (num_threads, when not "
+                        "set: cpu_count // jobs)")  # fmt: skip
+    p.add_argument("--quiet", action="store_true", help="no progress lines (runs log to <run>.log)")
     p.add_argument("--help-config", action=_HelpConfig, help="list every ImageConfig key and exit")
     return p
 
@@ -412,7 +455,7 @@ def run_tables(args: argparse.Namespace, prog: str = _PROGS["cli"]) -> int:
     datasets = []
     for spec in args.data or [base.dataset]:
         name, sep, root = spec.partition("=")
-        datasets.append(name)
+        datasets += [] if name in datasets else [name]
         roots[name] = root if sep else (base.data_root if name == base.dataset else None)
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     out = Path(args.out)
@@ -426,13 +469,31 @@ def run_tables(args: argparse.Namespace, prog: str = _PROGS["cli"]) -> int:
     return 0
 
 
+def run_command(args: argparse.Namespace, prog: str = _PROGS["cli"]) -> int:
+    """:func:`run_tables` as a command: its errors as one line on stderr and an exit status
+    (2: a bad option, a run with another config or one in use; 1: a run failed; 130: stopped by
+    a signal, the runs resumable)."""
+    name = prog.removeprefix("python -m ")
+    try:
+        return run_tables(args, prog)
+    except (ValueError, FileNotFoundError, RunLockedError) as exc:
+        print(f"{name}: error: {exc}", file=sys.stderr)
+        return 2
+    except RuntimeError as exc:
+        print(f"{name}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt as exc:
+        print(f"{name}: {exc}", file=sys.stderr)
+        return 130
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m crfold_images.experiments`` (an alias of ``crfold images tables``)."""
     argv = sys.argv[1:] if argv is None else argv
     if "--help-config" in argv:
         print("ImageConfig keys (--set KEY=VALUE):\n" + ImageConfig.describe())
         return 0
-    return run_tables(build_parser().parse_args(argv), _PROGS["module"])
+    return run_command(build_parser().parse_args(argv), _PROGS["module"])
 
 
 if __name__ == "__main__":

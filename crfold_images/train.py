@@ -7,9 +7,13 @@ builders are re-exported here under their old names. A run directory has the eng
     config.yaml  last.pt  best.pt  metrics.jsonl  tensorboard/  summary.json  eval.json
     samples.png  recon.png
 
-:func:`train_run` on a finished directory returns its ``eval.json`` without training; on an
-unfinished one (or with more ``epochs``, a key that may change on resume) it resumes from
-``last.pt``, drawing exactly what an uninterrupted run would.
+:func:`train_run` trains one run in this process (the Python API; the tables train theirs as
+child processes through :mod:`crfold.experiments.runner`). On a finished directory it returns
+its ``eval.json`` without training; on an unfinished one (or with more ``epochs``, a key that may
+change on resume) it resumes from ``last.pt``, drawing exactly what an uninterrupted run would.
+"Finished" is the runner's (:func:`crfold.experiments.runner.train_state` with
+:data:`RUN_IGNORE` and :data:`RUN_EXTEND`, and a current ``eval.json``), so ``train_run`` and
+``crfold images tables`` agree on which runs need training.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from typing import Any
 import torch
 
 from crfold.config import load_config
+from crfold.experiments.runner import RUNTIME_KEYS, EngineEval, PlannedRun, train_state
 from crfold.io import read_yaml
 from crfold.train import CONFIG_FILE, EVAL_FILE, SUMMARY_FILE
 from crfold.train import train as engine_train
@@ -36,6 +41,8 @@ from crfold_images.task import (
 
 __all__ = [
     "RESULT_FILE",
+    "RUN_EXTEND",
+    "RUN_IGNORE",
     "ImageTask",
     "build_model",
     "build_transform",
@@ -47,6 +54,16 @@ __all__ = [
 ]
 
 RESULT_FILE = EVAL_FILE  # "eval.json": the evaluation of a finished run
+# Keys a planned run may grow past a finished one's: the run is continued (``--resume``).
+RUN_EXTEND = ("epochs", "max_steps")
+# Keys in which a saved run may differ from the planned one and still be the same run: the
+# runtime keys and the evaluation settings (ImageConfig.RESUMABLE), and data_root (the same data
+# moved elsewhere; the engine still refuses to resume a run from another data_root).
+RUN_IGNORE = tuple(
+    k
+    for k in dict.fromkeys([*RUNTIME_KEYS, *ImageConfig.RESUMABLE, "data_root"])
+    if k not in RUN_EXTEND
+)
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -63,26 +80,21 @@ def finished_result(cfg: ImageConfig, run_dir: str | Path) -> dict[str, Any] | N
     (then :func:`train_run` trains, resumes, or - for other run-defining keys - refuses).
 
     Raises:
-        ValueError: the run already trained more epochs than ``cfg.epochs``.
+        ValueError: the run already trained more epochs (or max_steps) than ``cfg`` plans.
     """
     run_dir = Path(run_dir)
-    summary = _read_json(run_dir / SUMMARY_FILE)
-    result = _read_json(run_dir / RESULT_FILE)
     saved = run_dir / CONFIG_FILE
-    if summary is None or result is None or not saved.is_file() or summary.get("status") is None:
-        return None
-    if summary.get("task") != cfg.TASK or cfg.run_defining_changes(read_yaml(saved) or {}):
-        return None
-    if summary["epoch"] > cfg.epochs:
+    if not saved.is_file() or cfg.run_defining_changes(read_yaml(saved) or {}):
+        return None  # no run, or another one: the engine refuses to resume it, naming the keys
+    summary = _read_json(run_dir / SUMMARY_FILE) or {}
+    if isinstance(summary.get("epoch"), int) and summary["epoch"] > cfg.epochs:
         raise ValueError(
             f"epochs: {run_dir} already trained {summary['epoch']} epochs, more than {cfg.epochs}"
         )
-    if result.get("step") != summary.get("step") or summary.get("status") == "interrupted":
+    state = train_state(PlannedRun(run_dir, cfg), RUN_IGNORE, RUN_EXTEND)
+    if state != "done" or not EngineEval().is_current(run_dir):
         return None
-    done = summary["epoch"] >= cfg.epochs or (
-        cfg.max_steps is not None and summary["step"] >= cfg.max_steps
-    )
-    return result if done else None
+    return _read_json(run_dir / RESULT_FILE)
 
 
 def train_run(cfg: ImageConfig, run_dir: str | Path, quiet: bool = False) -> dict[str, Any] | None:

@@ -24,8 +24,10 @@ def devices() -> list[str]:
 REPO = Path(__file__).resolve().parents[1]
 # The shared real-data samples beside the checkout (tests may name it; code and configs may not).
 SHARED_DATA = REPO.parent / "shared" / "data"
-# A tiny model and set: 16 train shapes (2 steps of 8 per epoch), 8 validation shapes.
+# A tiny model and set: 16 train shapes (2 steps of 8 per epoch), 8 validation shapes (the
+# synthetic data's own val split; the default holdout is tested on its own).
 TINY = [
+    "val_split=val",
     "latent_dim=16",
     "grid_size=6",
     "num_points=64",

@@ -6,7 +6,7 @@ Modules, each importing only those before it: :mod:`~crfold.data.base` (the in-m
 (:func:`open_dataset`, which picks a reader).
 """
 
-from .base import MODELNET10_CLASSES, PointCloudSet, normalize_unit_sphere
+from .base import MODELNET10_CLASSES, PointCloudSet, normalize_unit_sphere, stratified_holdout
 from .datasets import open_dataset
 from .hdf5 import HDF5PointClouds
 from .npz import ModelNet40NPZ
@@ -23,4 +23,5 @@ __all__ = [
     "normalize_unit_sphere",
     "open_dataset",
     "sample_shapes",
+    "stratified_holdout",
 ]

@@ -84,6 +84,17 @@ class PointCloudSet(Dataset):
             return cloud[self.subsample_index(i)], int(self.labels[i])
         return cloud.clone(), int(self.labels[i])
 
+    def subset(self, indices: torch.Tensor) -> PointCloudSet:
+        """The samples at ``indices`` (1-D int64) as a new set (classes, num_points, seed, up kept).
+
+        Subsampling stays seeded by the position in the new set.
+        """
+        indices = torch.as_tensor(indices, dtype=torch.int64)
+        return PointCloudSet(
+            self.points[indices], self.labels[indices], self.classes, self.num_points, self.seed,
+            self.up_axis,
+        )  # fmt: skip
+
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(samples={len(self)}, points={self.points.shape[1]}, "
@@ -174,3 +185,35 @@ def change_up_axis(points: torch.Tensor, src: str, dst: str) -> torch.Tensor:
         y, z = points[..., 1].clone(), points[..., 2].clone()
         points[..., 1], points[..., 2] = (z, -y) if dst == "y" else (-z, y)
     return points
+
+
+def stratified_holdout(
+    labels: torch.Tensor, fraction: float, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Splits sample indices into (kept, held out): ``fraction`` of every class held out.
+
+    Per class of n samples, ``round(fraction * n)`` are held out (at least 1 when n >= 2, never
+    all of them), chosen by a permutation seeded with ``seed``; so the split depends on the
+    labels and the seed only, and every class is in both parts when it has 2 samples or more.
+
+    Args:
+        labels: (N,) int64 class indices.
+        fraction: in (0, 1).
+        seed: seed of the choice.
+
+    Returns:
+        ``(kept, held_out)``: sorted 1-D int64 index tensors that partition ``range(N)``.
+    """
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"fraction: expected a number in (0, 1), got {fraction}")
+    g = torch.Generator().manual_seed(int(seed))
+    held = []
+    for c in torch.unique(labels).tolist():
+        members = torch.nonzero(labels == c).flatten()
+        n = members.numel()
+        k = min(max(round(fraction * n), 1 if n >= 2 else 0), n - 1)
+        held.append(members[torch.randperm(n, generator=g)[:k]])
+    out = torch.zeros(labels.shape[0], dtype=torch.bool)
+    if held:
+        out[torch.cat(held)] = True
+    return torch.nonzero(~out).flatten(), torch.nonzero(out).flatten()

@@ -2,6 +2,7 @@
 
 >>> model, cfg = load_run("runs/demo")                          # best.pt, eval mode, CPU
 >>> mu, labels = encode_dataset(model, open_split(cfg, "test"))  # (N, L) float32, (N,) int64
+>>> mu_r, labels = encode_rotated(model, open_split(cfg, "test"), up="y", seed=7)  # rotated shapes
 """
 
 from __future__ import annotations
@@ -17,17 +18,20 @@ from ..config import TrainConfig
 from ..io import load_checkpoint
 from ..models.foldingnet import FoldingNetVAE
 from ..train.foldingnet import build_model, open_split
+from ..transforms import RandomRotation
 
 __all__ = [
     "CHECKPOINTS",
     "checkpoint_path",
     "encode_dataset",
     "encode_posteriors",
+    "encode_rotated",
     "load_run",
     "load_run_state",
     "loader",
     "model_device",
     "open_split",
+    "up_rotations",
 ]
 
 CHECKPOINTS = ("best", "last")
@@ -93,7 +97,11 @@ def loader(dataset: Dataset, batch_size: int) -> DataLoader:
 
 @torch.no_grad()
 def encode_posteriors(
-    model: FoldingNetVAE, dataset: Dataset, batch_size: int = 64, progress: bool = False
+    model: FoldingNetVAE,
+    dataset: Dataset,
+    batch_size: int = 64,
+    progress: bool = False,
+    rotations: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Posterior parameters of every sample of ``dataset``, in order (eval mode, no grad).
 
@@ -102,17 +110,28 @@ def encode_posteriors(
         dataset: yields ``(points (N_pts, 3), label)``.
         batch_size: clouds per forward pass.
         progress: show a tqdm bar.
+        rotations: optional (N, 3, 3) rotation of each sample (points map to x R^T), e.g.
+            :func:`up_rotations`; None: the shapes as they are.
 
     Returns:
         (mu (N, L) float32, logvar (N, L) float32, labels (N,) int64), on the CPU. In "ae"
         mode logvar is the model's constant.
     """
+    n = len(dataset)  # type: ignore[arg-type]
+    if rotations is not None and tuple(rotations.shape) != (n, 3, 3):
+        raise ValueError(f"rotations: expected shape ({n}, 3, 3), got {tuple(rotations.shape)}")
     was_training = model.training
     model.eval()
     device = model_device(model)
     mus, logvars, labels = [], [], []
+    start = 0
     for x, y in tqdm(loader(dataset, batch_size), desc="encode", disable=not progress):
-        post = model.encode(x.to(device).float())  # mu, logvar (B, L)
+        x = x.to(device).float()  # (B, N_pts, 3)
+        if rotations is not None:
+            rot = rotations[start : start + x.shape[0]].to(device=device, dtype=x.dtype)
+            x = x @ rot.transpose(-1, -2)  # (B, N_pts, 3)
+        start += x.shape[0]
+        post = model.encode(x)  # mu, logvar (B, L)
         mus.append(post.mu.float().cpu())
         logvars.append(post.logvar.float().cpu())
         labels.append(torch.as_tensor(y, dtype=torch.int64))
@@ -130,4 +149,37 @@ def encode_dataset(
     See :func:`encode_posteriors` (eval mode, no augmentation, no grad, CPU outputs).
     """
     mu, _, labels = encode_posteriors(model, dataset, batch_size, progress)
+    return mu, labels
+
+
+def up_rotations(n: int, up: str, seed: int) -> torch.Tensor:
+    """(n, 3, 3) rotations about the up axis, angle uniform in [-180, 180] degrees, one per shape.
+
+    Drawn at once from a CPU generator seeded with ``seed`` (``RandomRotation(axis="up", up=up)``),
+    so shape i gets the same rotation whatever the batch size or device.
+    """
+    gen = torch.Generator().manual_seed(int(seed))
+    return RandomRotation(axis="up", degrees=180.0, up=up).matrices(n, generator=gen)
+
+
+def encode_rotated(
+    model: FoldingNetVAE,
+    dataset: Dataset,
+    up: str,
+    seed: int,
+    batch_size: int = 64,
+    progress: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Codes mu(R_i x_i) of every sample, each under its own random rotation about the up axis.
+
+    Args:
+        model, dataset, batch_size, progress: as :func:`encode_dataset`.
+        up: the data's up axis ("x", "y" or "z"; :func:`crfold.train.foldingnet.up_axis`).
+        seed: seed of the rotations (:func:`up_rotations`).
+
+    Returns:
+        ``(mu (N, L) float32, labels (N,) int64)``, on the CPU.
+    """
+    rotations = up_rotations(len(dataset), up, seed)  # type: ignore[arg-type]
+    mu, _, labels = encode_posteriors(model, dataset, batch_size, progress, rotations=rotations)
     return mu, labels

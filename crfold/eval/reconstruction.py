@@ -1,6 +1,6 @@
 """Reconstruction quality of a FoldingNet(-VAE): the Chamfer of decode(mu(x)) against x.
 
-Two conventions (REFERENCES.md): ``chamfer_foldingnet`` is FoldingNet's reporting metric
+Two conventions (docs/design.md#chamfer): ``chamfer_foldingnet`` is FoldingNet's reporting metric
 (``sqrt(d^2 + 1e-6)``, mean over points, max of the two directions; the ~0.03 scale of published
 tables); ``chamfer_squared`` is the squared L2 distance, mean over points, sum of the two
 directions (PyTorch3D's ``chamfer_distance`` default).

@@ -6,7 +6,7 @@ a number from a run's ``eval.json`` dict (None: the metric does not apply to tha
 
 >>> rows = load_results(runs)                            # doctest: +SKIP
 >>> order = [("aug", "FoldingNet-VAE + Aug (aug)"), ("cr", "CR-FoldingNet (cr)")]
->>> table(rows, order, [("SVM (%)", lambda e: 100 * e["probe"]["svm"]["accuracy"], ".1f", True)])
+>>> table(rows, order, [("SVM raw (%)", probe_accuracy("probe", "raw"), ".1f", True)])
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ __all__ = [
     "comparison",
     "load_results",
     "per_seed",
+    "probe_accuracy",
     "stats",
     "table",
     "train_seconds",
@@ -70,6 +71,36 @@ def load_results(runs: Sequence[Any], evaluated: bool = True) -> list[dict[str, 
             "summary": _read_json(run.run_dir / SUMMARY_FILE),
         })  # fmt: skip
     return rows
+
+
+def probe_accuracy(key: str, protocol: str, probe: str = "svm") -> Getter:
+    """Getter of a probe's accuracy in percent from an eval.json dict; None where absent.
+
+    Args:
+        key: the entry, "probe", "probe_rotated_test" or "probe_rotated_both".
+        protocol: "raw" or "standardized" (:data:`crfold.eval.probe.PROTOCOLS`).
+        probe: "svm" or "logistic".
+
+    Reads the layout ``{key: {protocol: {probe: {"accuracy"}}}}`` and the older flat one
+    (``{"probe": {probe: {"accuracy", "standardize"}}}``, one protocol per file: the other one
+    and the rotated probes are then None).
+    """
+
+    def get(e: dict[str, Any]) -> float | None:
+        block = e.get(key)
+        if not isinstance(block, dict):
+            return None
+        if protocol in block:
+            res = block[protocol].get(probe)
+        elif key == "probe" and probe in block:  # an eval.json from before both protocols
+            res = block[probe]
+            if bool(res.get("standardize", False)) != (protocol == "standardized"):
+                res = None
+        else:
+            res = None
+        return None if res is None else 100 * res["accuracy"]
+
+    return get
 
 
 def stats(values: Sequence[float | None]) -> tuple[float, float]:
@@ -152,6 +183,7 @@ def comparison(
     candidates: Order,
     baseline: tuple[str, str],
     columns: Sequence[Column],
+    against: Sequence[Column] | None = None,
 ) -> str:
     """Each candidate row against the baseline row, per column: the difference of the means over
     seeds, the seed spreads, and Welch's t-test of the difference.
@@ -161,16 +193,25 @@ def comparison(
         candidates: (label, shown name) of the rows compared.
         baseline: (label, shown name) of the row they are compared with.
         columns: the metrics.
+        against: the baseline's metric each column is compared with, one per column (e.g. the
+            standardized probe of the baseline for the raw probe of a row); None: the same
+            column. A comparison of the baseline row with itself on the same metric is left out.
     """
     base, base_name = baseline
+    against = columns if against is None else against
+    if len(against) != len(columns):
+        raise ValueError(f"against: expected {len(columns)} columns, got {len(against)}")
     out = []
     for label, shown in candidates:
-        for header, get, fmt, higher in columns:
-            a, b = _values(rows, label, get), _values(rows, base, get)
+        for (header, get, fmt, higher), (base_header, base_get, _, _) in zip(columns, against):
+            if label == base and header == base_header:
+                continue
+            a, b = _values(rows, label, get), _values(rows, base, base_get)
             res = compare(a, b, fmt, higher)
             if res is not None:
+                metric = header if header == base_header else f"{header} vs {base_header}"
                 spread = f"{cell(stats(a)[1], math.nan, fmt)} / {cell(stats(b)[1], math.nan, fmt)}"
-                out.append(f"| {shown} | {header} | {res[0]} | {spread} | {res[1]} | {res[2]} |")
+                out.append(f"| {shown} | {metric} | {res[0]} | {spread} | {res[1]} | {res[2]} |")
     head = [f"| Row | Metric | row − {base_name} | seed std row / {base_name} | Welch's t-test "
             "| reading |", "|---|---|---|---|---|---|"]  # fmt: skip
     return "\n".join(head + out)

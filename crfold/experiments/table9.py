@@ -3,12 +3,20 @@
     crfold experiment table9 --config configs/table9_modelnet10.yaml --seeds 3 --jobs 2 \\
         --out runs/table9_modelnet10
 
-trains every variant (by default ``aug``, FoldingNet-VAE + Aug, and ``cr``, CR-FoldingNet;
-``--modes`` adds ``ae`` and ``base``, the plain VAE; ``--lams`` the Table-4 lambda sweep;
-``--ablation`` the Table-5 augmentation ablation) for each seed with the same config, data and
-budget, evaluates each run (``crfold eval``: :func:`crfold.eval.run.evaluate_run`, in
-``eval.json``) and writes ``report.md`` with the mean ± std table and the plots. Several reports
-can share an experiment directory (``--name``): e.g. a lambda sweep that reuses the Table-9 runs.
+trains every variant (by default ``aug``, FoldingNet-VAE + Aug, ``cr``, CR-FoldingNet, and
+``untrained``, an encoder trained for one step - the random-features reference every claim that
+training helps is measured against, dropped by ``--no-untrained``; ``--modes`` adds ``ae`` and
+``base``, the plain VAE; ``--lams`` the Table-4 lambda sweep; ``--ablation`` the Table-5
+augmentation ablation) for each seed with the same config, data and budget, evaluates each run
+(``crfold eval``: :func:`crfold.eval.run.evaluate_run`, in ``eval.json``) and writes
+``report.md`` with the mean ± std tables and the plots. Several reports can share an experiment
+directory (``--name``): e.g. a lambda sweep that reuses the Table-9 runs.
+
+The report shows every linear-SVM probe under both protocols (raw codes: FoldingNet's;
+standardized: StandardScaler fit on the train codes) and under rotation about the up axis,
+Welch tests of every row against the untrained row's standardized probe, and of cr against aug.
+The evaluated checkpoint is ``best.pt`` by default: FoldingNet runs select it on a holdout of the
+train split (``val_split: holdout``), never on the test split.
 
 Layout: ``<out>/runs/<variant>/seed<s>/`` (a ``crfold train`` run directory) and
 ``<out>/runs/<variant>/seed<s>.log``. Training, resume, evaluation, locks and signals are the
@@ -27,9 +35,18 @@ from typing import Any
 
 from ..config import TrainConfig, load_config
 from ..eval.consistency import DEFAULT_SEED, FAMILIES
+from ..eval.run import EVAL_VERSION
 from ..io import atomic_write_text
 from .plots import plot_curves, plot_figure1, plot_reconstructions
-from .report import Column, comparison, load_results, per_seed, table, train_seconds
+from .report import (
+    Column,
+    comparison,
+    load_results,
+    per_seed,
+    probe_accuracy,
+    table,
+    train_seconds,
+)
 from .runner import EvalCommand, PlannedRun, run_plan
 
 __all__ = [
@@ -38,6 +55,9 @@ __all__ = [
     "MAIN",
     "MODE_LABELS",
     "REPRESENTATION",
+    "ROTATED",
+    "SVM",
+    "UNTRAINED",
     "Variant",
     "cr_comparison",
     "normalize_modes",
@@ -46,16 +66,19 @@ __all__ = [
     "run_config",
     "run_table9",
     "table9_evaluation",
+    "untrained_comparison",
     "write_report",
 ]
 
 COMMAND = "crfold experiment table9"
 BASELINE = "aug"  # the "+ Aug" row every CR row is compared with
+UNTRAINED = "untrained"  # the random-features row every row is compared with
 MODE_LABELS = {
     "ae": "FoldingNet (ae)",
     "base": "FoldingNet-VAE (base)",
     "aug": "FoldingNet-VAE + Aug (aug)",
     "cr": "CR-FoldingNet (cr)",
+    UNTRAINED: "untrained encoder (1 step)",
 }
 # Table-5 ablation: one augmentation family at a time (the others off).
 _OFF = {
@@ -120,7 +143,8 @@ def plan_variants(
             "vae", "vae+aug" are mapped, with a DeprecationWarning).
         lams: CR weights for a Table-4 sweep (lam=0 is aug, which is added if absent).
         ablation: add Table-5 rows: aug and cr with one augmentation family at a time.
-        untrained: add an encoder trained for one step (random features reference).
+        untrained: add an encoder trained for one step (the random-features reference; the
+            ``crfold experiment table9`` command adds it unless ``--no-untrained``).
     """
     modes = normalize_modes(modes)
     variants = [Variant(m, (f"mode={m}",)) for m in modes]
@@ -136,7 +160,7 @@ def plan_variants(
                 only = tuple(_ON[f] if f == fam else _OFF[f] for f in _ON)
                 variants.append(Variant(f"{mode} {fam} only", (f"mode={mode}", *only)))
     if untrained:
-        variants.append(Variant("untrained", ("mode=cr", "max_steps=1")))
+        variants.append(Variant(UNTRAINED, ("mode=cr", "max_steps=1")))
     names = [v.name for v in variants]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
@@ -174,7 +198,8 @@ def plan_runs(
 def table9_evaluation(which: str) -> EvalCommand:
     """``crfold eval RUN --which WHICH``, current when its eval.json has these settings."""
     settings = {"which": which, "data": None, "overrides": [], "families": list(FAMILIES),
-                "seed": DEFAULT_SEED, "mi_batch_size": None}  # fmt: skip
+                "seed": DEFAULT_SEED, "mi_batch_size": None,
+                "version": EVAL_VERSION}  # fmt: skip
     return EvalCommand(("eval", "{run}", "--which", which, "--quiet"), f"{which}.pt", settings)
 
 
@@ -185,7 +210,7 @@ def run_table9(
     variants: list[Variant],
     seeds: list[int],
     jobs: int = 1,
-    which: str = "last",
+    which: str = "best",
     report: str | None = "report",
     quiet: bool = False,
     command: str = COMMAND,
@@ -199,7 +224,8 @@ def run_table9(
         variants: the rows (:func:`plan_variants`).
         seeds: one run per seed and variant.
         jobs: runs trained at the same time (child processes).
-        which: checkpoint evaluated ("last": no model selection on the test split).
+        which: checkpoint evaluated: "best" (selected on the holdout of the train split,
+            ``val_split: holdout``) or "last" (no selection).
         report: write ``<out>/<report>.md`` and its plots at the end (None: no report).
         quiet: no progress lines.
         command: the command line quoted in the report.
@@ -225,14 +251,33 @@ def run_table9(
 
 
 # ----------------------------------------------------------------------------- the report
+def _svm(key: str, protocol: str, name: str) -> Column:
+    short = "raw" if protocol == "raw" else "std."
+    return (f"{name}, {short} (%)", probe_accuracy(key, protocol), ".1f", True)
+
+
+# Linear-SVM accuracy of every row under both protocols: codes as they are (FoldingNet's) and
+# standardized; on the test shapes as they are, rotated about the up axis, and with the train
+# shapes rotated too.
+SVM: list[Column] = [
+    _svm(key, protocol, name)
+    for key, name in (
+        ("probe", "Linear SVM"),
+        ("probe_rotated_test", "SVM, rotated test"),
+        ("probe_rotated_both", "SVM, rotated train+test"),
+    )
+    for protocol in ("raw", "standardized")
+]
+ROTATED = SVM[2:]
 MAIN: list[Column] = [
-    ("Linear SVM acc. (%)", lambda e: 100 * e["probe"]["svm"]["accuracy"], ".1f", True),
+    *SVM[:2],
     ("Chamfer, FoldingNet (sqrt, max)", lambda e: e["reconstruction"]["chamfer_foldingnet"],
      ".4f", False),
     ("Chamfer, squared sum", lambda e: e["reconstruction"]["chamfer_squared"], ".4f", False),
 ]  # fmt: skip
 REPRESENTATION: list[Column] = [
-    ("Logistic acc. (%)", lambda e: 100 * e["probe"]["logistic"]["accuracy"], ".1f", True),
+    ("Logistic, raw (%)", probe_accuracy("probe", "raw", "logistic"), ".1f", True),
+    ("Logistic, std. (%)", probe_accuracy("probe", "standardized", "logistic"), ".1f", True),
     ("MI (nats)", lambda e: e["mutual_information"]["nats"], ".2f", True),
     ("Active units", lambda e: e["active_units"]["count"], ".1f", True),
 ]
@@ -252,12 +297,50 @@ def _order(variants: list[Variant]) -> list[tuple[str, str]]:
 
 
 def cr_comparison(rows: list[dict[str, Any]], variants: list[Variant]) -> str:
-    """Every CR row (name starting with "cr") against the ``aug`` row, per metric."""
+    """Every CR row (name starting with "cr") against the ``aug`` row, per metric: both probe
+    protocols, the rotated probes, Chamfer, logistic, MI, AU."""
     base = next((v for v in variants if v.name == BASELINE), None)
     crs = [v for v in variants if v.name.startswith("cr")]
     if base is None or not crs:
         return f"(No comparison: the table needs a `cr` row and the `{BASELINE}` row.)"
-    return comparison(rows, _order(crs), (base.name, base.name), [*MAIN, *REPRESENTATION])
+    columns = [*SVM, *MAIN[2:], *REPRESENTATION]  # MAIN[:2] are SVM[:2]
+    return comparison(rows, _order(crs), (base.name, base.name), columns)
+
+
+def untrained_comparison(rows: list[dict[str, Any]], variants: list[Variant]) -> str:
+    """Every row's linear-SVM probes (raw and standardized, plain and rotated) against the same
+    probe of the untrained row under the standardized protocol (its raw probes included)."""
+    if not any(v.name == UNTRAINED for v in variants):
+        return (f"(No comparison: the table has no `{UNTRAINED}` row; `crfold experiment table9` "
+                "adds it unless --no-untrained.)")  # fmt: skip
+    std = [c for c in SVM if c[0].endswith("std. (%)")]
+    against = [std[i // 2] for i in range(len(SVM))]  # raw and std. of each probe vs its std.
+    return comparison(rows, _order(variants), (UNTRAINED, UNTRAINED), SVM, against)
+
+
+def _protocol(rows: list[dict[str, Any]]) -> str:
+    cfg = rows[0]["run"].config
+    ev = rows[0]["eval"]
+    rot = ev.get("probe_rotated_both", {})
+    return "\n".join([
+        f"- Codes: posterior means μ(x) of the encoder (eval mode, no augmentation). Every probe "
+        f"is fit on the `{cfg.train_split}` split and scored on the `{cfg.probe_split}` split "
+        f"({ev['num_samples']} shapes). `best.pt` is selected on `{cfg.val_split}` "
+        f"(`val_split`), never on the scored split.",
+        f"- Linear SVM: `LinearSVC(C={cfg.probe_C:g}, random_state=0)`; logistic: "
+        f"`LogisticRegression(C={cfg.probe_C:g}, solver='lbfgs', random_state=0)`.",
+        "- **raw**: the codes as they are (FoldingNet's protocol). **std.** (standardized): a "
+        "StandardScaler fit on the train codes only, applied to both splits. Both are always "
+        f"shown; `probe_standardize` (here {cfg.probe_standardize}) only picks which one "
+        "`crfold eval` prints first. An encoder whose codes have a tiny scale (an untrained one: "
+        "variances ~1e-7) probes near chance raw and well standardized.",
+        "- **rotated test**: the same SVM (fit on the train codes as usual) scored on the test "
+        "shapes, each under its own random rotation about the up axis (angle uniform in "
+        "[−180°, 180°]); **rotated train+test**: an SVM fit on train shapes each under its own "
+        "random up-rotation too, scored on the rotated test shapes. Rotations are seeded "
+        f"(test seed {rot.get('test_seed', 'n/a')}, train seed {rot.get('train_seed', 'n/a')}, "
+        "from the evaluation seed): the same in every run.",
+    ])  # fmt: skip
 
 
 def _budget(rows: list[dict[str, Any]]) -> str:
@@ -327,15 +410,34 @@ def write_report(
         "",
         f"    {command}",
         "",
-        "## Table 9 (linear SVM on the codes, reconstruction Chamfer)",
+        "## Protocol",
+        "",
+        _protocol(rows),
+        "",
+        "## Table 9 (linear SVM on the codes, both protocols; reconstruction Chamfer)",
         "",
         table(rows, order, MAIN),
         "",
+        "## Linear SVM under rotation about the up axis (what invariance buys)",
+        "",
+        table(rows, order, ROTATED),
+        "",
+        f"## Against the untrained encoder ({UNTRAINED}, standardized)",
+        "",
+        "Claims that training helps are made against the untrained row under the standardized "
+        "protocol: random FoldingNet features, standardized, already separate the classes well, "
+        "and raw codes of a tiny scale probe near chance whatever they hold. Each row's SVM "
+        "accuracy (raw and standardized; plain and rotated) minus the untrained row's "
+        "standardized accuracy on the same test shapes, Welch's two-sided t-test over seeds.",
+        "",
+        untrained_comparison(rows, variants),
+        "",
         f"## CR against the + Aug baseline ({BASELINE})",
         "",
-        "Difference of the means over seeds, and Welch's two-sided t-test of it (unequal "
-        "variances). With 3 seeds a row, only differences of several seed standard deviations "
-        'reach p < 0.05; "no significant difference" is not evidence of equality.',
+        "Difference of the means over seeds (accuracies in points), and Welch's two-sided t-test "
+        "of it (unequal variances), under both probe protocols, whichever way it falls. With 3 "
+        "seeds a row, only differences of several seed standard deviations reach p < 0.05; "
+        '"no significant difference" is not evidence of equality.',
         "",
         cr_comparison(rows, variants),
         "",
@@ -366,7 +468,7 @@ def write_report(
         "",
         "## Per seed",
         "",
-        per_seed(rows, shown, [*MAIN, *REPRESENTATION]),
+        per_seed(rows, shown, [*MAIN, *ROTATED, *REPRESENTATION]),
         "",
     ]
     path = out / f"{name}.md"

@@ -23,6 +23,12 @@ decode a reparameterized sample (the augmentation and the consistency term live 
 >>> x = torch.randn(2, 2048, 3)
 >>> out = model(x)                                  # VAEOutput(recon (2, 2025, 3), posterior, z)
 >>> nll = reconstruction_nll(out.recon, x, obs_scale=model.obs_scale)   # (2,) nats
+>>> cd = mean_chamfer_loss(out.recon, x)            # (2,) FoldingNet's training Chamfer
+
+Two reconstruction terms are offered (:data:`RECON_TERMS`, the ``recon`` key of a run; see
+:meth:`FoldingNetVAE.reconstruction_loss`): ``"gaussian"``, the Gaussian Chamfer NLL in nats
+(:func:`reconstruction_nll`, the default), and ``"mean_chamfer"``, FoldingNet's per-point-mean
+Chamfer loss (:func:`mean_chamfer_loss`, in squared coordinate units, not nats).
 """
 
 from __future__ import annotations
@@ -39,6 +45,8 @@ GRID_RANGE = 0.3  # the folding grid spans [-GRID_RANGE, GRID_RANGE]^2
 AE_LOGVAR = 0.0  # the constant logvar of the posterior returned in "ae" mode (carries nothing)
 DEFAULT_OBS_SCALE = 0.1  # chosen by the sweep in results/obs_scale_sweep/sweep.md
 FOLDINGNET_EPS = 1e-6  # FoldingNet's metric: D = sqrt(||x - y||^2 + 1e-6)
+# The reconstruction terms of training (the ``recon`` config key); crfold.config.RECON_TERMS too.
+RECON_TERMS = ("gaussian", "mean_chamfer")
 
 
 def _check_cloud(x, k: int, name: str = "x") -> None:
@@ -352,6 +360,23 @@ class FoldingNetVAE(nn.Module):
         """:func:`reconstruction_nll` with this model's ``obs_scale``: (B,) nats."""
         return reconstruction_nll(recon, x, obs_scale=self.obs_scale)
 
+    def reconstruction_loss(
+        self, recon: torch.Tensor, x: torch.Tensor, kind: str = "gaussian"
+    ) -> torch.Tensor:
+        """The per-sample reconstruction term of training, (B,), in the reading ``kind``.
+
+        ``"gaussian"``: :meth:`reconstruction_nll` (nats, ``obs_scale``); ``"mean_chamfer"``:
+        :func:`mean_chamfer_loss` (FoldingNet's Chamfer loss, squared units; ``obs_scale`` unused).
+
+        Raises:
+            ValueError: ``kind`` is not one of :data:`RECON_TERMS`.
+        """
+        if kind == "gaussian":
+            return self.reconstruction_nll(recon, x)
+        if kind == "mean_chamfer":
+            return mean_chamfer_loss(recon, x)
+        raise ValueError(f"kind must be one of {RECON_TERMS}, got {kind!r}")
+
 
 def _check_obs_scale(obs_scale) -> None:
     if isinstance(obs_scale, bool) or not isinstance(obs_scale, (int, float)) or obs_scale <= 0:
@@ -389,6 +414,38 @@ def reconstruction_nll(
     _check_cloud(x, 0, "x")
     chamfer_sum = chamfer_distance(recon, x, point_reduction="sum", batch_reduction=None)  # (B,)
     return chamfer_sum / (2.0 * obs_scale**2)
+
+
+def mean_chamfer_loss(recon: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """FoldingNet's Chamfer training loss, per sample: the ``recon="mean_chamfer"`` reading.
+
+        loss[b] = 1/M sum_i min_j ||recon_bi - x_bj||² + 1/N sum_j min_i ||x_bj - recon_bi||²,
+
+    the squared nearest-neighbour distance averaged over the points of each cloud and summed over
+    the two directions (``chamfer_distance(squared=True, point_reduction="mean",
+    direction_reduction="sum")``, PyTorch3D's default and the ``chamfer_squared`` metric of
+    :mod:`crfold.eval.reconstruction`, per cloud): FoldingNet's Chamfer loss in its per-point-mean
+    form, in squared coordinate units (~1e-3..1e-1 for unit-scale shapes), not a likelihood, so
+    adding ``beta * KL`` to it ("adding the KL term from the ELBO to the baseline FoldingNet", the
+    CR-VAE paper's section 4.3) needs a small ``beta`` (e.g. 1e-3). Each direction of it is that
+    direction of :func:`reconstruction_nll` times ``2 * obs_scale**2`` divided by its number of
+    points, so the two readings differ in scale (~N / (2 obs_scale²): ~10^5 for 2048 points at
+    obs_scale 0.1) and in how the directions weigh when ``M != N``. FoldingNet's Eq. 1 (unsquared
+    distances, max of the two directions) is the reported metric, :func:`foldingnet_chamfer`.
+
+    Args:
+        recon: (B, M, 3) reconstructions (no padding).
+        x: (B, N, 3) targets (no padding), same dtype/device.
+
+    Returns:
+        (B,) the loss per cloud.
+    """
+    _check_cloud(recon, 0, "recon")
+    _check_cloud(x, 0, "x")
+    return chamfer_distance(
+        recon, x, squared=True, point_reduction="mean", batch_reduction=None,
+        direction_reduction="sum",
+    )  # fmt: skip
 
 
 def foldingnet_chamfer(recon: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

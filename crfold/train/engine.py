@@ -137,7 +137,9 @@ class Task:
         """The 0-d terms of one training batch; ``"loss"`` carries the gradient.
 
         ``forward`` is the model or its DDP wrapper; every random draw comes from ``generator``;
-        ``amp`` is the autocast dtype of the forward pass (None: float32).
+        ``amp`` is the autocast dtype of the forward pass (None: float32). An optional
+        ``"diagnostics"`` entry (a dict of numbers) is not a term: the trainer writes it to the
+        run log as a ``kind: "diagnostics"`` record, outside the epoch means.
         """
         raise NotImplementedError
 
@@ -385,6 +387,7 @@ class Trainer:
         terms = self.task.loss(
             self.model, self.forward, batch, self.step, self.total_steps, gen, self.amp_dtype
         )
+        diagnostics = terms.pop("diagnostics", None)  # a log record, not a term
         loss = terms["loss"]
         self.optimizer.zero_grad(set_to_none=True)
         finite = bool(torch.isfinite(loss))
@@ -412,6 +415,10 @@ class Trainer:
                     "max_bad_steps)"
                 )
         self.step += 1
+        if diagnostics:  # the step of the train record of the same batch
+            values = {k: float(v) for k, v in diagnostics.items()}
+            self.log.write({"kind": "diagnostics", "epoch": self.epoch + 1, "step": self.step,
+                            **values}, "diagnostics")  # fmt: skip
         out = {k: float(v.detach()) for k, v in terms.items()}
         if lr is not None:
             out["lr"] = lr

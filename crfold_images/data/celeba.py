@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from crfold.checkpoint import atomic_write_text
+from crfold.io import atomic_write_text
 
 __all__ = ["CelebAFolder", "read_partition"]
 

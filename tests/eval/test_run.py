@@ -13,7 +13,7 @@ from crfold.data.synthetic import SyntheticShapes
 from crfold.eval.consistency import FAMILIES, consistency_families, consistency_metrics
 from crfold.eval.encode import encode_posteriors, load_run, open_split
 from crfold.eval.format import format_eval
-from crfold.eval.run import EVAL_FILE, PROBE_FILE, evaluate_run, probe_run
+from crfold.eval.run import EVAL_FILE, EVAL_VERSION, PROBE_FILE, evaluate_run, probe_run
 from crfold.metrics import active_units
 from crfold.models.common import Posterior
 from crfold.train import train
@@ -74,7 +74,9 @@ def test_an_autoencoder_has_no_mi_and_no_consistency_kl(tmp_path, tiny_config):
 def test_evaluate_run_writes_every_metric(trained_run):
     res = evaluate_run(trained_run, which="last")
     saved = json.loads((trained_run / EVAL_FILE).read_text())
-    assert saved["probe"]["svm"]["accuracy"] == res["probe"]["svm"]["accuracy"]
+    assert (
+        saved["probe"] == res["probe"] and saved["probe_rotated_both"] == res["probe_rotated_both"]
+    )
     assert res["checkpoint"] == "last" and res["mode"] == "cr" and res["num_samples"] == 10
     assert res["settings"] == {
         "which": "last",
@@ -83,12 +85,19 @@ def test_evaluate_run_writes_every_metric(trained_run):
         "families": list(FAMILIES),
         "seed": 1234,
         "mi_batch_size": None,
+        "version": EVAL_VERSION,
     }
     rec = res["reconstruction"]
     assert rec["chamfer_foldingnet"] > 0 and rec["chamfer_squared"] > 0
-    for probe in ("svm", "logistic"):
-        assert 0.0 <= res["probe"][probe]["accuracy"] <= 1.0
-        assert res["probe"][probe]["n_train"] == 20 and res["probe"][probe]["n_test"] == 10
+    assert res["probe"]["headline"] == "raw" and res["probe"]["C"] == 1.0
+    for protocol in ("raw", "standardized"):
+        for probe in ("svm", "logistic"):
+            r = res["probe"][protocol][probe]
+            assert 0.0 <= r["accuracy"] <= 1.0 and r["standardize"] == (protocol != "raw")
+            assert r["n_train"] == 20 and r["n_test"] == 10
+        for key in ("probe_rotated_test", "probe_rotated_both"):
+            r = res[key][protocol]["svm"]
+            assert 0.0 <= r["accuracy"] <= 1.0 and (r["n_train"], r["n_test"]) == (20, 10)
     assert res["mutual_information"]["batch_size"] == 10
     assert math.isfinite(res["mutual_information"]["nats"])
     # active units agree with the metric on the same codes
@@ -147,13 +156,18 @@ def test_probe_run_writes_probe_json(trained_run):
     on_disk = json.loads((trained_run / PROBE_FILE).read_text())
     assert on_disk["svm"]["accuracy"] == res["svm"]["accuracy"]
     for name in ("svm", "logistic"):
-        r = res[name]
+        r = res[name]  # the headline protocol: standardized, as asked
         assert r["probe"] == name and 0.0 <= r["accuracy"] <= 1.0
         assert (r["C"], r["standardize"], r["n_train"], r["n_test"]) == (0.5, True, 20, 10)
+        assert r == res["standardized"][name] and res["raw"][name]["standardize"] is False
+    assert res["headline"] == "standardized" and res["seed"] == 1234
+    assert res["probe_rotated_test"]["raw"]["svm"]["C"] == 0.5
     assert res["checkpoint"] == "best" and res["step"] >= 1 and len(res["classes"]) == 10
     defaults = probe_run(trained_run, which="last", write=False)
     assert defaults["svm"]["C"] == 1.0 and defaults["svm"]["standardize"] is False
-    assert defaults["step"] == 6  # 3 steps of 8 per epoch, 2 epochs
+    assert defaults["headline"] == "raw" and defaults["svm"] == defaults["raw"]["svm"]
+    summary = json.loads((trained_run / "summary.json").read_text())
+    assert defaults["step"] == summary["step"]  # last.pt
 
 
 def test_probe_command_prints_then_writes(trained_run, capsys):

@@ -12,13 +12,17 @@ from pathlib import Path
 
 import pytest
 
-from crfold.cli import main
+from crfold.cli import _command_line, build_parser, main
+from crfold.eval.consistency import FAMILIES
+from crfold.eval.run import EVAL_VERSION
+from crfold.experiments import table9
 from crfold.experiments.table9 import (
     Variant,
     plan_runs,
     plan_variants,
     run_config,
     table9_evaluation,
+    write_report,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -81,6 +85,78 @@ def test_the_evaluation_is_crfold_eval_of_the_chosen_checkpoint(tmp_path):
     ev = table9_evaluation("last")
     assert ev.argv(tmp_path) == ["eval", str(tmp_path), "--which", "last", "--quiet"]
     assert ev.checkpoint == "last.pt" and ev.settings["which"] == "last"
+    # an eval.json of an older layout (one probe protocol, no rotated probes) is recomputed
+    assert ev.settings["version"] == EVAL_VERSION
+
+
+def test_the_untrained_row_and_best_pt_are_the_defaults(tmp_path):
+    args = build_parser().parse_args(["experiment", "table9", "--out", "x"])
+    assert args.untrained is True and args.which == "best"
+    assert (
+        _command_line(args) == "crfold experiment table9 --seeds 3 --out x --modes aug,cr --jobs 1"
+    )
+    args = build_parser().parse_args(
+        ["experiment", "table9", "--out", "x", "--no-untrained", "--which", "last"]
+    )
+    assert args.untrained is False
+    assert "--no-untrained --which last --jobs 1" in _command_line(args)
+
+
+def _eval_json(seed: int, raw: float, std: float) -> dict:
+    def block(r, s, logistic=False):
+        def probes(a):
+            return {"svm": {"accuracy": a}, **({"logistic": {"accuracy": a}} if logistic else {})}
+
+        return {"raw": probes(r), "standardized": probes(s)}
+
+    c = {"relative_mu_distance": 0.5 + 0.01 * seed, "kl": 1.0 + seed}
+    return {
+        "probe": {**block(raw, std, True), "headline": "raw", "C": 1.0},
+        "probe_rotated_test": block(raw - 0.05, std - 0.05),
+        "probe_rotated_both": {**block(raw, std - 0.02), "test_seed": 11, "train_seed": 12},
+        "reconstruction": {"chamfer_foldingnet": 0.1 + 0.01 * seed, "chamfer_squared": 0.2 + seed},
+        "mutual_information": {"nats": 1.0 + seed},
+        "active_units": {"count": 3 + seed},
+        "consistency": {f: c for f in FAMILIES},
+        "num_samples": 30,
+        "seconds": 1.0,
+    }
+
+
+def test_the_report_has_the_untrained_row_both_protocols_and_the_welch_lines(tmp_path, monkeypatch):
+    for name in ("plot_curves", "plot_figure1", "plot_reconstructions"):  # no checkpoints here
+        monkeypatch.setattr(table9, name, lambda *a, **k: None)
+    variants = plan_variants(["aug", "cr"], untrained=True)
+    runs = plan_runs(tmp_path, None, SMALL, variants, [0, 1, 2])
+    acc = {"aug": (0.40, 0.76), "cr": (0.42, 0.74), "untrained": (0.11, 0.85)}
+    for run in runs:
+        run.run_dir.mkdir(parents=True)
+        raw, std = acc[run.label]
+        ev = _eval_json(run.seed, raw + 0.01 * run.seed, std - 0.01 * run.seed**2)
+        (run.run_dir / "eval.json").write_text(json.dumps(ev))
+        (run.run_dir / "summary.json").write_text(json.dumps({"seconds": 2.0, "step": 10}))
+    text = write_report(tmp_path, runs, variants, which="best", command="crfold experiment x")
+    text = text.read_text()
+    for row in ("FoldingNet-VAE + Aug (aug)", "CR-FoldingNet (cr)", "untrained encoder (1 step)"):
+        assert text.count(f"| {row} |") >= 4, row  # the tables, the comparisons, per seed
+    head = "| Model | Linear SVM, raw (%) | Linear SVM, std. (%) | Chamfer, FoldingNet"
+    assert head in text
+    assert (
+        "| Model | SVM, rotated test, raw (%) | SVM, rotated test, std. (%) | SVM, rotated " in text
+    )
+    assert "| untrained encoder (1 step) | 12.0 ± 1.0 | 83.3 ± 2.1 |" in text
+    # Welch: every row against the standardized untrained row, cr against aug under both
+    assert "| Row | Metric | row − untrained |" in text and "| Row | Metric | row − aug |" in text
+    vs = "| CR-FoldingNet (cr) | Linear SVM, raw (%) vs Linear SVM, std. (%) | -41.0 |"
+    assert vs in text and "| FoldingNet-VAE + Aug (aug) | Linear SVM, std. (%) | -7.0 |" in text
+    assert "| CR-FoldingNet (cr) | Linear SVM, raw (%) | +2.0 |" in text
+    assert "| CR-FoldingNet (cr) | Linear SVM, std. (%) | -2.0 |" in text
+    # the protocol and what claims are measured against
+    assert "Claims that training helps are made against the untrained row under the " in text
+    assert "`LinearSVC(C=1, random_state=0)`" in text
+    assert "fit on the `train` split and scored on the `test` split (30 shapes)" in text
+    assert "**raw**: the codes as they are (FoldingNet's protocol)" in text
+    assert "test seed 11, train seed 12" in text and "Evaluated checkpoint: `best.pt`" in text
 
 
 def test_modes_help_and_old_names_on_the_command_line(capsys, tmp_path):
@@ -114,10 +190,13 @@ def test_table9_end_to_end_reports_and_resumes(tmp_path, capsys):
     assert "row − aug" in report and "# Table 9 on this data: FoldingNet-VAE + Aug (aug)" in report
     assert "rotation: shift / code dist." in report and "2 seeds (0, 1)" in report
     assert f"crfold experiment table9 --seeds 2 --out {out} --modes aug,cr --jobs 2" in report
+    assert "| untrained encoder (1 step) |" in report and "row − untrained" in report
+    assert "Linear SVM, std. (%)" in report and "SVM, rotated test, raw (%)" in report
     runs = [out / "runs" / v / f"seed{s}" for v in ("aug", "cr") for s in (0, 1)]
     for run in runs:
         ev = json.loads((run / "eval.json").read_text())
-        assert ev["checkpoint"] == "last" and ev["step"] == 10
+        assert ev["checkpoint"] == "best" and ev["step"] > 0
+        assert set(ev["probe"]) >= {"raw", "standardized"} and "probe_rotated_both" in ev
         assert (run / ".lock").is_file() and not run.with_name(f"{run.name}.lock").exists()
     assert json.loads((runs[0] / "summary.json").read_text())["step"] == 10
     # seeds differ, variants share the data: the two seeds of a row give different numbers
@@ -126,6 +205,8 @@ def test_table9_end_to_end_reports_and_resumes(tmp_path, capsys):
 
     # a rerun reuses everything: no training, no evaluation, the same numbers
     stamps = {r: (r / "last.pt").stat().st_mtime_ns for r in runs}
+    untrained = json.loads((out / "runs" / "untrained" / "seed0" / "eval.json").read_text())
+    assert untrained["step"] == 1
     capsys.readouterr()
     assert main(args) == 0
     printed = capsys.readouterr().out
@@ -142,7 +223,7 @@ def test_table9_end_to_end_reports_and_resumes(tmp_path, capsys):
     assert "train " not in printed
 
     # an eval.json written with other settings is not reused
-    assert main(["eval", str(runs[1]), "--which", "last", "--quiet", "--set",
+    assert main(["eval", str(runs[1]), "--quiet", "--set",
                  "synthetic_test_shapes=12"]) == 0  # fmt: skip
     capsys.readouterr()
     assert main(args) == 0

@@ -1,13 +1,23 @@
-"""Tests for crfold_images.experiments: the tables' grids and a 1-epoch smoke run on digits."""
+"""crfold_images.experiments: the tables' grids, their plans on the experiment runner, and
+1-epoch runs on digits (trained, skipped on rerun, extended by more --epochs)."""
 
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
 from crfold_images.config import ImageConfig
-from crfold_images.experiments import build_grid, cell_config, main, run_dir_of, run_key
+from crfold_images.experiments import (
+    build_grid,
+    cell_config,
+    main,
+    plan_table,
+    run_dir_of,
+    run_key,
+    threads_per_run,
+)
 
 
 def test_grids_follow_the_papers_tables():
@@ -52,47 +62,99 @@ def test_identical_cells_share_a_run_directory(tmp_path):
     assert set(run_key(base)).isdisjoint({"seed", "data_root", "epochs", "num_threads"})
 
 
-def test_one_epoch_table_smoke_on_the_embedded_default(tmp_path, capsys):
+def test_threads_per_run_split_the_cpus_between_jobs(monkeypatch):
+    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    assert threads_per_run(ImageConfig(), 1) is None  # one run at a time: torch's default
+    assert threads_per_run(ImageConfig(), 3) == 2
+    assert threads_per_run(ImageConfig(), 16) == 1
+    assert threads_per_run(ImageConfig(num_threads=5), 3) == 5  # set: kept
+
+
+def test_the_grid_is_a_plan_of_the_runner(tmp_path):
+    base = ImageConfig(epochs=1)
+    cells = build_grid("table1", ["digits", "digits"], ["vae", "vae"])  # listed twice: once
+    assert len(cells) == 3
+    plan = plan_table(tmp_path, base, cells, {}, [0, 1], threads=2)
+    assert [len(runs) for runs in plan] == [2, 2, 2]
+    run = plan[2][1]
+    assert run.label == "digits: CR-VAE" and run.seed == 1 and run.config.num_threads == 2
+    assert run.run_dir == run_dir_of(tmp_path, cell_config(base, cells[2], {}, 1))
+
+
+def test_a_run_trained_with_another_config_is_an_error_before_training(tmp_path, capsys):
     out = tmp_path / "out"
-    argv = ["table6", "--out", str(out), "--seeds", "1", "--epochs", "1", "--max-train", "64",
-            "--width", "0.0625", "--eval-samples", "4", "--set", "eval_max_images=16",
-            "--set", "probe_max_train=120", "--set", "samples_grid=4", "--set", "arch=mlp",
-            "--set", "num_threads=1",
-            "--quiet"]  # fmt: skip
-    assert main([*argv, "--jobs", "2"]) == 0  # the 4 runs train in 2 processes
+    argv = ["table6", "--out", str(out), "--seeds", "1", "--epochs", "1", "--quiet"]
+    cell = build_grid("table6", ["digits"], ["vae"])[3]
+    cfg = cell_config(ImageConfig(epochs=1), cell, {}, 0)
+    run_dir = run_dir_of(out, cfg)
+    run_dir.mkdir(parents=True)
+    cfg.replace(seed=5).save(run_dir / "config.yaml")  # not the run seed0 names
+    assert main(argv) == 2
+    assert "different config (keys seed)" in capsys.readouterr().err
+    assert list(out.glob("runs/*/*/*")) == [run_dir]  # nothing trained
+
+
+def _mtimes(out):
+    return {p: p.stat().st_mtime_ns for p in out.glob("runs/*/*/*/last.pt")}
+
+
+def test_tables_train_with_the_runner_skip_finished_runs_and_extend_them(tmp_path, capsys):
+    from crfold.cli import main as crfold_main
+
+    out = tmp_path / "out"
+    argv = ["table6", "--out", str(out), "--seeds", "1", "--max-train", "64", "--width", "0.0625",
+            "--eval-samples", "4", "--set", "eval_max_images=16", "--set", "probe_max_train=120",
+            "--set", "samples_grid=4", "--set", "arch=mlp", "--set", "latent_dim=4"]  # fmt: skip
+    # 4 runs, 2 child processes at a time (num_threads: cpu_count // 2 each)
+    assert crfold_main(["images", "tables", *argv, "--epochs", "1", "--jobs", "2", "--quiet"]) == 0
     text = (out / "table6.md").read_text()
+    assert "Command: `crfold images tables table6" in text and "--jobs 2" in text
     for row in ("| VAE |", "| VAE + augmentations |", "| VAE + triplet loss |", "| CR-VAE |"):
         assert row in text
     assert "S = 4" in text and "1 epochs" in text
     for name in ("table6.json", "table6_bars.png", "table6_samples.png"):
         assert (out / name).stat().st_size > 0
-    runs = sorted((out / "runs" / "digits").iterdir())
+    runs = sorted(d / "seed0" for d in (out / "runs" / "digits").iterdir() if d.is_dir())
     assert len(runs) == 4
-    # Rerun (in-process): every finished cell is skipped, the report is rewritten identically.
-    assert main(argv) == 0
-    rewritten = (out / "table6.md").read_text()
-    assert "--jobs" not in rewritten  # the report names the command that wrote it
-    assert rewritten.split("\n", 2)[2] == text.split("\n", 2)[2]
-    result = json.loads((runs[0] / "seed0" / "eval.json").read_text())
-    assert result["epochs"] == 1 and (runs[0] / "seed0" / "config.yaml").is_file()
-    assert main(["--help-config"]) == 0 and "eval_samples" in capsys.readouterr().out
-
-
-def test_crfold_images_tables_is_the_same_command(tmp_path, capsys):
-    from crfold.cli import main as crfold_main
-
-    out = tmp_path / "out"
-    argv = ["table6", "--out", str(out), "--seeds", "1", "--epochs", "1", "--max-train", "32",
-            "--width", "0.0625", "--eval-samples", "2", "--set", "eval_max_images=8",
-            "--set", "probe_max_train=64", "--set", "samples_grid=2", "--set", "arch=mlp",
-            "--set", "latent_dim=4", "--quiet"]  # fmt: skip
-    assert crfold_main(["images", "tables", *argv]) == 0
-    text = (out / "table6.md").read_text()
-    assert "Command: `crfold images tables table6" in text and "| CR-VAE |" in text
-    assert main(argv) == 0  # the module's CLI: every run is finished, nothing retrains
+    assert all((r.parent / "seed0.log").is_file() for r in runs)  # the children's output
+    threads = max(1, (os.cpu_count() or 1) // 2)
+    assert all(f"num_threads: {threads}" in (r / "config.yaml").read_text() for r in runs)
+    first = json.loads((runs[0] / "eval.json").read_text())
+    summary = json.loads((runs[0] / "summary.json").read_text())
+    assert first["epochs"] == 1 and first["train_seconds"] == summary["total_seconds"]
+    report = json.loads((out / "table6.json").read_text())
+    cell = next(c for c in report["cells"] if c["run_dirs"] == [str(runs[0])])
+    assert cell["results"] == [first]  # the report's numbers are the runs' eval.json
+    # Rerun (the module's CLI, one job): every run is finished, nothing trains or evaluates;
+    # the report is rewritten identically but for the command that wrote it.
+    trained = _mtimes(out)
+    assert main([*argv, "--epochs", "1"]) == 0
+    said = capsys.readouterr().out
+    assert "4 runs, 4 already finished, 0 to train" in said
+    assert not any(f"] {word} " in said for word in ("train", "resume", "eval"))  # runner lines
+    assert _mtimes(out) == trained
     again = (out / "table6.md").read_text()
     assert "Command: `python -m crfold_images.experiments table6" in again
+    assert "--jobs" not in again
     assert again.split("\n", 2)[2] == text.split("\n", 2)[2]
+    # More --epochs: the finished runs are resumed from their last epoch, in the same directories.
+    assert main([*argv, "--epochs", "2", "--jobs", "2"]) == 0
+    said = capsys.readouterr().out
+    assert "4 runs, 0 already finished" in said and said.count("] resume ") == 4
+    assert sorted(d / "seed0" for d in (out / "runs" / "digits").iterdir() if d.is_dir()) == runs
+    longer = json.loads((runs[0] / "eval.json").read_text())
+    assert longer["epochs"] == 2 and longer["steps"] == 2 * first["steps"]
+    assert "--resume" in (runs[0].parent / "seed0.log").read_text()
+    assert "2 epochs" in (out / "table6.md").read_text()
+    # Fewer epochs than the runs have: an error before anything trains.
+    assert main([*argv, "--epochs", "1", "--quiet"]) == 2
+    assert "more epochs than planned" in capsys.readouterr().err
+
+
+def test_help_config_lists_the_keys(capsys):
+    from crfold.cli import main as crfold_main
+
+    assert main(["--help-config"]) == 0 and "eval_samples" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         crfold_main(["images", "tables", "--help-config"])
     assert "probe_max_train" in capsys.readouterr().out

@@ -304,3 +304,33 @@ def test_reconstruction_nll_formula_and_obs_scale_scaling():
     model = FoldingNetVAE(obs_scale=0.1, **SMALL)
     torch.testing.assert_close(model.reconstruction_nll(recon, x), nll)
     assert FoldingNetVAE(**SMALL).obs_scale == DEFAULT_OBS_SCALE == 0.1
+
+
+def test_mean_chamfer_loss_formula_and_the_two_readings():
+    from crfold.models.foldingnet import RECON_TERMS, mean_chamfer_loss
+
+    recon, x = (
+        _cloud(2, 25, seed=9, dtype=torch.float64),
+        _cloud(2, 33, seed=10, dtype=torch.float64),
+    )
+    got = mean_chamfer_loss(recon, x)
+    assert got.shape == (2,)
+    for b in range(2):
+        d = _np_sq_dists(recon[b].numpy(), x[b].numpy())
+        want = d.min(1).mean() + d.min(0).mean()  # mean per direction, summed over the two
+        assert got[b].item() == pytest.approx(want, rel=1e-12)
+    model = FoldingNetVAE(obs_scale=0.1, **SMALL)
+    assert RECON_TERMS == ("gaussian", "mean_chamfer")
+    torch.testing.assert_close(
+        model.reconstruction_loss(recon, x), model.reconstruction_nll(recon, x)
+    )
+    torch.testing.assert_close(model.reconstruction_loss(recon, x, "mean_chamfer"), got)
+    # equal cloud sizes: the Gaussian NLL is the mean Chamfer times N / (2 sigma^2)
+    same = _cloud(2, 25, seed=11, dtype=torch.float64)
+    torch.testing.assert_close(
+        model.reconstruction_loss(recon, same), mean_chamfer_loss(recon, same) * 25 / (2 * 0.01)
+    )
+    with pytest.raises(ValueError, match="kind"):
+        model.reconstruction_loss(recon, x, "l2")
+    with pytest.raises(ValueError, match="recon"):
+        mean_chamfer_loss(torch.randn(2, 5, 2), x)

@@ -204,7 +204,7 @@ def test_data_options_are_checked(tiny_config, tmp_path):
 @pytest.mark.slow
 def test_modelnet40_cpu_config_runs_on_the_shared_sample(tiny_overrides, shared_data, tmp_path):
     """The shipped config as a user runs it: its data path is found under $CRFOLD_DATA."""
-    overrides = [*tiny_overrides, "classes_subset=modelnet10", "max_steps=2"]
+    overrides = [*tiny_overrides, "classes_subset=modelnet10", "max_steps=2", "val_split=holdout"]
     cfg = load_config(REPO / "configs" / "modelnet40_cpu.yaml", [*overrides, f"run_dir={tmp_path}"])
     summary = train(cfg, quiet=True)
     assert summary["status"] == "max_steps" and summary["step"] == 2

@@ -21,6 +21,7 @@ VIZ_RUN = dict(
     k=8,
     grid_size=8,
     mode="base",
+    val_split="val",  # the synthetic data's own validation split (20 shapes)
 )
 
 

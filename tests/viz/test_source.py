@@ -13,7 +13,7 @@ from viz.source import load_source, parse_pair, resolve_shape
 
 def test_load_source_opens_the_runs_validation_split(tiny_run, tiny_source):
     src = tiny_source
-    assert src.split == "test" and len(src) == 20 and src.up_axis == "y"
+    assert src.split == "val" and len(src) == 20 and src.up_axis == "y"
     assert src.cloud(3).shape == (64, 3) and src.cloud(3).dtype == torch.float32
     assert not src.model.training and src.model.latent_dim == 8
     assert src.title(3) == f"#3 {src.classes[src.label(3)]}"
