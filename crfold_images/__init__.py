@@ -11,7 +11,9 @@ units, IW-NLL, latent consistency, probes); nothing of those is re-implemented h
   chardata.mat, CIFAR-10 pickles and image trees, CelebA; the embedded default (digits).
 * :mod:`crfold_images.config`, :mod:`crfold_images.task` - the ``images`` task of the run engine
   (:mod:`crfold.train`): ``crfold images train KEY=VALUE ...`` (= ``crfold train task=images``).
-* :mod:`crfold_images.train` - one run by directory (``train_run``, over the engine);
-  :mod:`crfold_images.experiments` - the paper's Tables 1-6 (``crfold images tables table1 ...``,
-  also ``python -m crfold_images.experiments``); :mod:`crfold_images.cli` - ``crfold images``.
+* :mod:`crfold_images.nvae` - NVAE and CR-NVAE, the ``nvae`` task (``crfold nvae train``).
+* :mod:`crfold_images.train` - one run by directory from Python (``train_run``, over the
+  engine); :mod:`crfold_images.experiments` - the paper's Tables 1-6, a spec on the shared
+  experiment runner (:mod:`crfold.experiments.runner`; ``crfold images tables table1 ...``, also
+  ``python -m crfold_images.experiments``); :mod:`crfold_images.cli` - ``crfold images``.
 """

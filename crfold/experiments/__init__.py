@@ -11,8 +11,8 @@
 * :mod:`.table9` - a spec: the paper's Table 9 on FoldingNet (variants, plan, report), behind
   ``crfold experiment table9``.
 
-A spec (Table 9 here; the image Tables 1-6 can plug in the same way) supplies the plan and writes
-its report from the runs' files::
+A spec (Table 9 here; the image Tables 1-6 in :mod:`crfold_images.experiments`) supplies the
+plan and writes its report from the runs' files::
 
     from crfold.experiments.runner import PlannedRun, run_plan
     from crfold.experiments.report import load_results
