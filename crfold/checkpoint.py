@@ -1,5 +1,7 @@
 """Deprecated: moved to :mod:`crfold.io` (atomic writes, checkpoints, locks). Re-exported here."""
 
+import warnings
+
 from .io import (  # noqa: F401
     atomic_write,
     atomic_write_bytes,
@@ -9,4 +11,8 @@ from .io import (  # noqa: F401
     load_checkpoint,
     save_checkpoint,
     set_rng_state,
+)
+
+warnings.warn(
+    "crfold.checkpoint is deprecated: import from crfold.io", DeprecationWarning, stacklevel=2
 )

@@ -68,7 +68,12 @@ TASKS = {
     "images": "crfold_images.config:ImageConfig",
     "nvae": "crfold_images.nvae.config:NVAEConfig",
 }
-MODES = ("ae", "base", "aug", "cr")  # FoldingNet's; as crfold.models.foldingnet.MODES
+MODES = (
+    "ae",
+    "base",
+    "aug",
+    "cr",
+)  # FoldingNet training modes (the model kinds: models.foldingnet.MODES)
 ROTATIONS = ("up", "x", "y", "z", "so3")
 RECON_TERMS = ("gaussian", "mean_chamfer")  # as crfold.models.foldingnet.RECON_TERMS
 AUG_TARGETS = ("transformed", "canonical")
@@ -517,7 +522,9 @@ class TrainConfig(RunConfig):
     # --- linear probe (crfold probe)
     probe_split: str = option("test", "split the probes are scored on (fit on train_split)")
     probe_C: float = option(1.0, "inverse regularization of the SVM / logistic probes")
-    probe_standardize: bool = option(False, "standardize codes (StandardScaler fit on train)")
+    probe_standardize: bool = option(
+        False, "headline protocol of printed probe summaries (true: standardized); both computed"
+    )
 
     def validate(self) -> None:
         """Checks values beyond their types; ValueError naming the key."""

@@ -187,7 +187,7 @@ def vae_objective(
     """The (beta-)VAE loss -ELBO_beta = recon_nll + beta * KL(q(z|x) || p(z)), batch-averaged.
 
     Used by the modes without consistency regularization (``ae`` passes ``kl`` = 0 or beta = 0,
-    ``vae`` and ``vae+aug`` the KL to the prior). An IWAE-style bound can be passed as
+    ``base`` the KL to the prior). An IWAE-style bound can be passed as
     ``recon_nll`` (the per-sample negative bound) with ``kl`` zeros.
 
     Args:

@@ -2,6 +2,8 @@
 the Chamfer in :mod:`crfold.eval.reconstruction`, :func:`probe_run` in :mod:`crfold.eval.run`.
 Everything is re-exported here under its old name."""
 
+import warnings
+
 from .eval.encode import (  # noqa: F401
     encode_dataset,
     encode_posteriors,
@@ -11,3 +13,7 @@ from .eval.encode import (  # noqa: F401
 )
 from .eval.reconstruction import reconstruction_metrics  # noqa: F401
 from .eval.run import PROBE_FILE, probe_run  # noqa: F401
+
+warnings.warn(
+    "crfold.evaluate is deprecated: import from crfold.eval", DeprecationWarning, stacklevel=2
+)

@@ -6,6 +6,8 @@ Re-exported here under the old names: ``run_experiment`` is
 :class:`crfold.experiments.runner.PlannedRun` (now ``(run_dir, config, label)``), and
 ``run_config`` takes ``(config, overrides, variant, seed, run_dir)``."""
 
+import warnings
+
 from .experiments.runner import PlannedRun as Run  # noqa: F401
 from .experiments.table9 import (  # noqa: F401
     Variant,
@@ -13,3 +15,9 @@ from .experiments.table9 import (  # noqa: F401
     run_config,
 )
 from .experiments.table9 import run_table9 as run_experiment  # noqa: F401
+
+warnings.warn(
+    "crfold.experiment is deprecated: import from crfold.experiments",
+    DeprecationWarning,
+    stacklevel=2,
+)

@@ -26,8 +26,8 @@ import torch
 from tqdm import tqdm
 
 from crfold.consistency import consistency_loss
-from crfold.models.common import Posterior
 from crfold.eval.probe import logistic_probe, svm_probe
+from crfold.models.common import Posterior
 
 __all__ = [
     "active_units",

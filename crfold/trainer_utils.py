@@ -2,6 +2,8 @@
 StopSignal) and :mod:`crfold.train.foldingnet` (datasets, model, transform and loaders of the
 FoldingNet task). Everything is re-exported here under its old name."""
 
+import warnings
+
 from .train.foldingnet import (  # noqa: F401
     batches_per_epoch,
     build_model,
@@ -26,4 +28,10 @@ from .train.runtime import (  # noqa: F401
     read_metrics,
     resolve_device,
     step_generator,
+)
+
+warnings.warn(
+    "crfold.trainer_utils is deprecated: import from crfold.train.runtime / crfold.train.foldingnet",
+    DeprecationWarning,
+    stacklevel=2,
 )

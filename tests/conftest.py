@@ -70,7 +70,8 @@ def tiny_config() -> Callable[..., object]:
 
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory, one_torch_thread) -> Path:
-    """One trained tiny FoldingNet run (cr, 2 epochs of 3 steps) for the whole session.
+    """One trained tiny FoldingNet run (cr, 2 epochs, validated on the synthetic val split) for the
+    whole session.
 
     20 train shapes (2 per class of the 10), 10 test shapes: each class in both splits. Tests
     may add files (eval.json, probe.json) but must not change its checkpoints.

@@ -134,8 +134,15 @@ def test_rng_state_round_trip_through_a_checkpoint(tmp_path):
     assert np.array_equal(first[3], again[3])
 
 
-def test_the_old_module_path_re_exports():
-    import crfold.checkpoint as old
+def test_the_old_module_path_re_exports_with_a_deprecation_warning():
+    import importlib
+    import sys
+
+    sys.modules.pop("crfold.checkpoint", None)
+    with pytest.warns(
+        DeprecationWarning, match="crfold.checkpoint is deprecated: import from crfold.io"
+    ):
+        old = importlib.import_module("crfold.checkpoint")
 
     assert old.load_checkpoint is load_checkpoint and old.save_checkpoint is save_checkpoint
 

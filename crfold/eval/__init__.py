@@ -7,7 +7,8 @@ importing one piece never loads the others):
   :func:`~.encode.load_run_state`) and the posteriors of a split (:func:`~.encode.encode_posteriors`,
   :func:`~.encode.encode_dataset`);
 * :mod:`.reconstruction` - the Chamfer of decode(mu(x)) against x in both conventions;
-* :mod:`.probe` - linear probes on frozen codes (linear SVM, logistic regression; sklearn);
+* :mod:`.probe` - linear probes on frozen codes (linear SVM, logistic regression; sklearn), on
+  raw and standardized codes;
 * :mod:`.consistency` - latent consistency under held-out transforms (rotation, translation,
   scale, jitter);
 * :mod:`.run` - the run-level commands: :func:`~.run.evaluate_run` (``crfold eval`` ->
@@ -17,7 +18,7 @@ importing one piece never loads the others):
 * :mod:`.format` - the human lines the commands print.
 
 >>> from crfold.eval.run import evaluate_run
->>> evaluate_run("runs/demo")["probe"]["svm"]["accuracy"]      # doctest: +SKIP
+>>> evaluate_run("runs/demo")["probe"]["raw"]["svm"]["accuracy"]      # doctest: +SKIP
 
 Codes are posterior means mu(x) in eval mode, without augmentation and without gradients.
 """

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -153,8 +154,15 @@ def welch(a: Sequence[float], b: Sequence[float]) -> tuple[float, float, float]:
     """Welch's t statistic of mean(a) - mean(b), its degrees of freedom and two-sided p."""
     from scipy import stats as st
 
-    res = st.ttest_ind(a, b, equal_var=False)
+    with warnings.catch_warnings():  # one row constant over seeds (e.g. at chance): still valid
+        warnings.filterwarnings("ignore", "Precision loss", RuntimeWarning)
+        res = st.ttest_ind(a, b, equal_var=False)
     return float(res.statistic), float(res.df), float(res.pvalue)
+
+
+def _no_spread(std: float, mean: float) -> bool:
+    """A seed spread that is rounding only (identical values whose float mean is inexact)."""
+    return std <= 1e-9 * max(1.0, abs(mean))
 
 
 def compare(a: list, b: list, fmt: str, higher: bool) -> tuple[str, str, str] | None:
@@ -166,7 +174,7 @@ def compare(a: list, b: list, fmt: str, higher: bool) -> tuple[str, str, str] | 
     diff = ma - mb
     if math.isnan(sa) or math.isnan(sb):
         return f"{diff:+{fmt}}", "n/a", "n/a: needs at least 2 seeds per row"
-    if sa == 0 and sb == 0:
+    if _no_spread(sa, ma) and _no_spread(sb, mb):
         reading = "identical over seeds" if diff == 0 else "no seed spread: cannot test"
         return f"{diff:+{fmt}}", "n/a", reading
     t, df, p = welch(a, b)

@@ -15,9 +15,11 @@ Faithful to the official specification (summarised in docs/design.md#foldingnet)
   concat(grid (2), code (L)) through 512-512-3, fold 2 maps concat(fold-1 output (3), code (L))
   through 512-512-3 (ReLU between layers, none at the end).
 
-Modes (:data:`MODES`) change only what :meth:`FoldingNetVAE.forward` decodes: ``"ae"`` is the
-original deterministic FoldingNet (z = mu, no logvar head); ``"vae"``, ``"vae+aug"`` and ``"cr"``
-decode a reparameterized sample (the augmentation and the consistency term live in the trainer).
+The model is one of two kinds (:data:`MODES`), which change only what
+:meth:`FoldingNetVAE.forward` decodes: ``"ae"`` is the original deterministic FoldingNet (z = mu,
+no logvar head); ``"vae"`` decodes a reparameterized sample. The training modes ``base``, ``aug``
+and ``cr`` (and the old ``vae+aug``) are all a ``"vae"`` model and are accepted as such: the
+augmentation and the consistency term live in the task (:mod:`crfold.train.foldingnet`).
 
 >>> model = FoldingNetVAE(latent_dim=512, k=16, grid_size=45)
 >>> x = torch.randn(2, 2048, 3)
@@ -40,7 +42,8 @@ from torch import nn
 from ..ops import chamfer_distance, global_max_pool, graph_max_pool, knn_points
 from .common import Posterior, VAEOutput
 
-MODES = ("ae", "vae", "vae+aug", "cr")
+MODES = ("ae", "vae")
+_VAE_TRAINING_MODES = ("base", "aug", "cr", "vae+aug")  # accepted: each is a "vae" model
 GRID_RANGE = 0.3  # the folding grid spans [-GRID_RANGE, GRID_RANGE]^2
 AE_LOGVAR = 0.0  # the constant logvar of the posterior returned in "ae" mode (carries nothing)
 DEFAULT_OBS_SCALE = 0.1  # chosen by the sweep in results/obs_scale_sweep/sweep.md
@@ -292,7 +295,7 @@ class FoldingNetVAE(nn.Module):
         k: neighbours of the covariance and graph max-pools (16).
         grid_size: default decoder grid side (45 -> 2025 points).
         use_covariance: 12-channel encoder input (True) or xyz only.
-        mode: one of :data:`MODES`. ``"ae"``: no logvar head, z = mu, and the posterior's logvar
+        mode: one of :data:`MODES` (a training mode base/aug/cr means "vae"). ``"ae"``: no logvar head, z = mu, and the posterior's logvar
             is the constant :data:`AE_LOGVAR` (0, i.e. unit variance; it carries no information,
             so an AE trainer must not add KL terms built from it). Other modes: z is sampled.
         obs_scale: sigma of the Gaussian observation model behind :meth:`reconstruction_nll`;
@@ -313,8 +316,10 @@ class FoldingNetVAE(nn.Module):
         obs_scale: float = DEFAULT_OBS_SCALE,
     ):
         super().__init__()
+        if mode in _VAE_TRAINING_MODES:
+            mode = "vae"
         if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+            raise ValueError(f"mode must be one of {MODES} (or a training mode), got {mode!r}")
         if isinstance(latent_dim, bool) or not isinstance(latent_dim, int) or latent_dim < 1:
             raise ValueError(f"latent_dim must be an int >= 1, got {latent_dim!r}")
         _check_obs_scale(obs_scale)

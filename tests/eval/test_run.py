@@ -74,9 +74,10 @@ def test_an_autoencoder_has_no_mi_and_no_consistency_kl(tmp_path, tiny_config):
 def test_evaluate_run_writes_every_metric(trained_run):
     res = evaluate_run(trained_run, which="last")
     saved = json.loads((trained_run / EVAL_FILE).read_text())
-    assert (
-        saved["probe"] == res["probe"] and saved["probe_rotated_both"] == res["probe_rotated_both"]
-    )
+    for key in ("probe", "probe_rotated_test", "probe_rotated_both"):
+        for protocol in ("raw", "standardized"):
+            got = saved[key][protocol]["svm"]["accuracy"]
+            assert got == res[key][protocol]["svm"]["accuracy"]
     assert res["checkpoint"] == "last" and res["mode"] == "cr" and res["num_samples"] == 10
     assert res["settings"] == {
         "which": "last",

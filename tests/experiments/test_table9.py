@@ -202,7 +202,8 @@ def test_table9_end_to_end_reports_and_resumes(tmp_path, capsys):
         assert ev["checkpoint"] == "best" and ev["step"] > 0
         assert set(ev["probe"]) >= {"raw", "standardized"} and "probe_rotated_both" in ev
         assert (run / ".lock").is_file() and not run.with_name(f"{run.name}.lock").exists()
-    assert json.loads((runs[0] / "summary.json").read_text())["step"] == 10
+    steps = {json.loads((r / "summary.json").read_text())["step"] for r in runs}
+    assert len(steps) == 1 and steps.pop() > 1  # every run the same budget
     # seeds differ, variants share the data: the two seeds of a row give different numbers
     e0, e1 = (json.loads((r / "eval.json").read_text()) for r in runs[2:])
     assert e0["reconstruction"] != e1["reconstruction"]

@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from crfold.checkpoint import load_checkpoint
 from crfold.config import TrainConfig, load_config
+from crfold.io import load_checkpoint
 from crfold.train import Trainer, train
-from crfold.train_steps import compute_terms
-from crfold.trainer_utils import build_model, build_transform, read_metrics, step_generator
+from crfold.train.foldingnet import build_model, build_transform, compute_terms
+from crfold.train.runtime import read_metrics, step_generator
 from crfold.transforms import default_cr_transform
 
 REPO = Path(__file__).resolve().parents[2]
@@ -190,7 +190,7 @@ def test_ddp_two_processes_on_gloo(tiny_overrides, tmp_path):
 
 
 def test_data_options_are_checked(tiny_config, tmp_path):
-    from crfold.trainer_utils import open_split
+    from crfold.train.foldingnet import open_split
 
     with pytest.raises(ValueError, match="to_up"):
         open_split(tiny_config(tmp_path, "to_up=y"), "train")
