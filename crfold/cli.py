@@ -326,6 +326,7 @@ def _command_line(args: argparse.Namespace) -> str:
     parts += [f"--seeds {args.seeds}", f"--out {shlex.quote(args.out)}", f"--modes {args.modes}"]
     parts += [f"--first-seed {args.first_seed}"] if args.first_seed else []
     parts += [f"--lams {args.lams}"] if args.lams else []
+    parts += [f"--variant {shlex.quote(v)}" for v in args.variant]
     parts += ["--ablation"] if args.ablation else []
     parts += [] if args.untrained else ["--no-untrained"]
     parts += [f"--which {args.which}"] if args.which != "best" else []
@@ -336,7 +337,7 @@ def _command_line(args: argparse.Namespace) -> str:
 
 
 def _cmd_table9(args: argparse.Namespace) -> int:
-    from .experiments.table9 import normalize_modes, plan_variants, run_table9
+    from .experiments.table9 import normalize_modes, parse_variant, plan_variants, run_table9
     from .io import RunLockedError
 
     command = "crfold experiment table9"
@@ -352,6 +353,7 @@ def _cmd_table9(args: argparse.Namespace) -> int:
             lams=_floats(args.lams) if args.lams else None,
             ablation=args.ablation,
             untrained=args.untrained,
+            extra=[parse_variant(v) for v in args.variant],
         )
         seeds = list(range(args.first_seed, args.first_seed + args.seeds))
         if not args.name or any(c in args.name for c in "/\\ "):
@@ -402,6 +404,13 @@ def _register_experiment(sub) -> None:
         help="rows, from ae,base,aug,cr (aug: FoldingNet-VAE + Aug; old names vae, vae+aug map)",
     )
     t.add_argument("--lams", default=None, help="Table-4 lambda sweep of cr, e.g. 0,0.01,0.1,1")
+    t.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME:KEY=V,...",
+        help="a row of its own (repeatable), e.g. 'cr default:recon=gaussian,beta=1,lam=0.1'",
+    )
     t.add_argument(
         "--ablation", action="store_true", help="Table-5 rows: one augmentation family at a time"
     )

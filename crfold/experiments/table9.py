@@ -135,8 +135,10 @@ def plan_variants(
     lams: list[float] | None = None,
     ablation: bool = False,
     untrained: bool = False,
+    extra: list[tuple[str, tuple[str, ...]]] | None = None,
 ) -> list[Variant]:
-    """The rows: one per mode, then the lambda sweep (cr), the ablation, the untrained reference.
+    """The rows: one per mode, then the lambda sweep (cr), the ablation, the extra rows, the
+    untrained reference.
 
     Args:
         modes: training modes, e.g. ["aug", "cr"] (Table 9), optionally "ae", "base" (old names
@@ -145,6 +147,8 @@ def plan_variants(
         ablation: add Table-5 rows: aug and cr with one augmentation family at a time.
         untrained: add an encoder trained for one step (the random-features reference; the
             ``crfold experiment table9`` command adds it unless ``--no-untrained``).
+        extra: ``(name, overrides)`` rows of their own (``--variant NAME:KEY=V,...``), e.g. a
+            cr row at another weighting; a name starting with "cr" is compared with ``aug``.
     """
     modes = normalize_modes(modes)
     variants = [Variant(m, (f"mode={m}",)) for m in modes]
@@ -159,12 +163,14 @@ def plan_variants(
             for fam in _ON:
                 only = tuple(_ON[f] if f == fam else _OFF[f] for f in _ON)
                 variants.append(Variant(f"{mode} {fam} only", (f"mode={mode}", *only)))
+    for name, overrides in extra or []:
+        variants.append(Variant(name, tuple(overrides)))
     if untrained:
         variants.append(Variant(UNTRAINED, ("mode=cr", "max_steps=1")))
     names = [v.name for v in variants]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
-        raise ValueError(f"modes/lams: variants listed twice: {dupes}")
+        raise ValueError(f"modes/lams/variant: rows listed twice: {dupes}")
     return variants
 
 
@@ -474,3 +480,16 @@ def write_report(
     path = out / f"{name}.md"
     atomic_write_text(path, "\n".join(text))
     return path
+
+
+def parse_variant(text: str) -> tuple[str, tuple[str, ...]]:
+    """``"NAME:KEY=V,KEY=V"`` -> ``(NAME, ("KEY=V", "KEY=V"))`` (a ``--variant`` row).
+
+    Raises:
+        ValueError: no name, no ``:``, or an override without ``=``.
+    """
+    name, sep, rest = text.partition(":")
+    pairs = tuple(p.strip() for p in rest.split(",") if p.strip())
+    if not sep or not name.strip() or not pairs or any("=" not in p for p in pairs):
+        raise ValueError(f"--variant: expected NAME:KEY=VALUE[,KEY=VALUE...], got {text!r}")
+    return name.strip(), pairs

@@ -281,3 +281,21 @@ def test_table9_stops_cleanly_on_sigterm_and_resumes(tmp_path):
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     steps = [r["step"] for r in records if r["kind"] == "train"]
     assert steps == sorted(steps) and len(set(steps)) == len(steps)  # continued, not restarted
+
+
+def test_variant_rows_of_their_own():
+    from crfold.experiments.table9 import parse_variant, plan_variants
+
+    extra = [parse_variant("cr default: recon=gaussian, beta=1,lam=0.1")]
+    assert extra == [("cr default", ("recon=gaussian", "beta=1", "lam=0.1"))]
+    rows = plan_variants(["aug", "cr"], extra=extra, untrained=True)
+    assert [v.name for v in rows] == ["aug", "cr", "cr default", "untrained"]
+    assert (
+        rows[2].overrides == ("recon=gaussian", "beta=1", "lam=0.1")
+        and rows[2].slug == "cr_default"
+    )
+    for bad in ("no-colon", "name:", ":lam=1", "name:lam"):
+        with pytest.raises(ValueError, match="--variant"):
+            parse_variant(bad)
+    with pytest.raises(ValueError, match="listed twice"):
+        plan_variants(["cr"], extra=[("cr", ("lam=1",))])
