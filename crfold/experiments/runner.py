@@ -317,9 +317,13 @@ class _Runner:
 
 
 def _stamp_say(quiet: bool) -> Callable[[str], None]:
+    lock = threading.Lock()  # runs report from several threads: one whole line at a time
+
     def say(text: str) -> None:
         if not quiet:
-            print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
+            with lock:
+                sys.stdout.write(f"[{time.strftime('%H:%M:%S')}] {text}\n")
+                sys.stdout.flush()
 
     return say
 
