@@ -60,9 +60,14 @@ def resolve_train_config(args: argparse.Namespace, task: str | None = None):
     if args.run_dir is not None:
         overrides.append(f"run_dir={args.run_dir}")
     base = None
-    if args.resume:
-        run_dir = load_config(args.config, overrides).run_dir
-        if run_dir is None:
+    if args.resume:  # the run's own config is the base: find its directory without a config class
+        from .config import parse_override
+        from .io import read_yaml
+
+        run_dir = dict(parse_override(o) for o in overrides).get("run_dir")
+        if run_dir is None and args.config is not None:
+            run_dir = (read_yaml(args.config) or {}).get("run_dir")
+        if not run_dir:
             raise ValueError("--resume: name the run to continue with --run-dir DIR")
         saved = Path(run_dir) / CONFIG_FILE
         if saved.is_file():
@@ -85,6 +90,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     try:
         summary = train(cfg, resume=args.resume, quiet=args.quiet, evaluate=not args.no_eval)
+    except FloatingPointError as exc:  # the run diverged: not an input error
+        print(f"crfold train: error: {exc}", file=sys.stderr)
+        return 1
     except _user_errors() as exc:
         return _error("train", exc)
     if summary["status"] == "interrupted":

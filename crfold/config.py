@@ -89,7 +89,8 @@ def option(default: Any, help: str) -> Any:  # noqa: A002 - mirrors argparse's n
     return field(default=default, metadata={"help": help})
 
 
-def _choice(key: str, value: Any, choices: tuple) -> None:
+def choice(key: str, value: Any, choices: tuple) -> None:
+    """ValueError naming ``key`` unless ``value`` is one of ``choices``."""
     if value not in choices:
         raise ValueError(f"{key}: expected one of {choices}, got {value!r}")
 
@@ -171,10 +172,10 @@ class RunConfig:
     def validate(self) -> None:
         """Checks values beyond their types; ValueError naming the key. Extend in subclasses."""
         if self.TASK:
-            _choice("task", self.task, (self.TASK,))
+            choice("task", self.task, (self.TASK,))
         if self.MODES:
-            _choice("mode", getattr(self, "mode"), self.MODES)  # noqa: B009
-        _choice("amp", self.amp, AMP_CHOICES)
+            choice("mode", getattr(self, "mode"), self.MODES)  # noqa: B009
+        choice("amp", self.amp, AMP_CHOICES)
         check_numbers(
             self,
             positive_ints=("epochs", "batch_size", "log_every", "eval_every"),
@@ -529,11 +530,11 @@ class TrainConfig(RunConfig):
     def validate(self) -> None:
         """Checks values beyond their types; ValueError naming the key."""
         super().validate()
-        _choice("aug_rotate", self.aug_rotate, (*ROTATIONS, None))
-        _choice("recon", self.recon, RECON_TERMS)
-        _choice("aug_target", self.aug_target, AUG_TARGETS)
+        choice("aug_rotate", self.aug_rotate, (*ROTATIONS, None))
+        choice("recon", self.recon, RECON_TERMS)
+        choice("aug_target", self.aug_target, AUG_TARGETS)
         for key in ("up_axis", "to_up"):
-            _choice(key, getattr(self, key), ("y", "z", None))
+            choice(key, getattr(self, key), ("y", "z", None))
         check_numbers(
             self,
             positive_ints=("latent_dim", "synthetic_train_shapes", "synthetic_test_shapes"),

@@ -218,6 +218,8 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, An
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"path: no such checkpoint {path}")
+    with open(path, "rb"):  # an unreadable file (EACCES) fails here, as itself
+        pass
     if not zipfile.is_zipfile(path):  # torch.save writes a zip archive since torch 1.6
         raise ValueError(f"{path}: not a checkpoint (not a torch.save archive: truncated or "
                          "another format)")  # fmt: skip
@@ -343,20 +345,20 @@ class RunLock:
     ...     ...
     """
 
-    _held: dict[str, int] = {}  # resolved path -> nesting depth, in this process
+    _held: dict[str, list[int]] = {}  # resolved path -> [open fd, nesting depth], this process
 
     def __init__(self, run_dir: str | Path, command: str = ""):
         self.run_dir = Path(run_dir)
         self.command = command or " ".join(Path(sys.argv[0]).name.split() + sys.argv[1:])
-        self._fd: int | None = None
         self._key = ""
 
     def acquire(self) -> RunLock:
         import fcntl
 
-        self._key = str(self.run_dir.resolve())
-        if self._key in RunLock._held:
-            RunLock._held[self._key] += 1
+        key = str(self.run_dir.resolve())
+        if key in RunLock._held:
+            RunLock._held[key][1] += 1
+            self._key = key
             return self
         path = self.run_dir / LOCK_FILE
         try:
@@ -373,24 +375,31 @@ class RunLock:
                 f"{self.run_dir}: in use by {holder}; wait for it to finish or stop it "
                 "(one writer per run directory)"
             ) from None
+        except OSError as exc:  # e.g. ENOLCK on a file system without locks
+            os.close(fd)
+            raise WriteError.from_os_error(path, exc) from exc
         info = (f"pid {os.getpid()} on {socket.gethostname()} ({self.command}) since "
                 f"{time.strftime('%Y-%m-%d %H:%M:%S')}")  # fmt: skip
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, info.encode(), 0)
-        self._fd = fd
-        RunLock._held[self._key] = 1
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, info.encode(), 0)
+        except OSError as exc:
+            os.close(fd)  # closing drops the flock
+            raise WriteError.from_os_error(path, exc) from exc
+        RunLock._held[key] = [fd, 1]
+        self._key = key
         return self
 
     def release(self) -> None:
-        if not self._key or self._key not in RunLock._held:
+        """Drops this hold; the file lock goes with the last hold of the directory (any order)."""
+        key, self._key = self._key, ""
+        if not key or key not in RunLock._held:
             return
-        RunLock._held[self._key] -= 1
-        if RunLock._held[self._key] > 0:
-            return
-        del RunLock._held[self._key]
-        if self._fd is not None:
-            os.close(self._fd)  # closing drops the flock
-            self._fd = None
+        entry = RunLock._held[key]
+        entry[1] -= 1
+        if entry[1] <= 0:
+            del RunLock._held[key]
+            os.close(entry[0])  # closing drops the flock
 
     def __enter__(self) -> RunLock:
         return self.acquire()

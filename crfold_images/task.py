@@ -12,7 +12,7 @@ batch (B, C, H, W):
   engine's ``amp`` dtype (the model returns its posterior and likelihood parameters in float32,
   so the likelihood, the KL terms and the loss are float32).
 
-Every draw of step s comes from the engine's generator of (seed, s); the epoch order is a
+Every draw of step s comes from the engine's generator of (seed, rank, s); the epoch order is a
 permutation drawn from (seed, epoch): a resumed run, also inside an epoch, draws exactly what an
 uninterrupted one would. Batches hold ``batch_size`` images; a last partial batch is kept if it
 holds >= 2 images (BatchNorm and the triplet negatives need two).

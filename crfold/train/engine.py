@@ -11,7 +11,8 @@ finished model. The :class:`Trainer` owns everything else, the same way for ever
 * SIGINT/SIGTERM (finish the step, save ``last.pt``, return);
 * the run log (``metrics.jsonl`` + TensorBoard), trimmed to the checkpoint on resume;
 * checkpoints: ``last.pt`` (epoch ends, every ``checkpoint_every`` steps, signals) and ``best.pt``
-  (best validation loss, chosen at epoch ends only), written atomically, ``last.pt`` first, so an
+  (best validation loss, chosen at epoch ends; a run stopped before its first epoch end gets a
+  provisional one from its final validation), written atomically, ``last.pt`` first, so an
   interrupted save never leaves the run unresumable;
 * exact resume (model, optimizer, scaler, position inside the epoch, RNG states), refusing a
   change to any key that defines the run (:meth:`crfold.config.RunConfig.run_defining_changes`);
@@ -29,6 +30,7 @@ what it needs: no callbacks, no hooks beyond the task's five methods.
 from __future__ import annotations
 
 import importlib
+import json
 import math
 import time
 from collections import defaultdict
@@ -261,7 +263,11 @@ class Trainer:
             self._repair_best()
 
     def close(self) -> None:
-        """Releases the run-directory lock and restores torch's thread count (idempotent)."""
+        """Closes the run log, releases the run-directory lock and restores torch's thread count
+        (idempotent)."""
+        log = getattr(self, "log", None)
+        if log is not None:
+            log.close()
         if self.lock is not None:
             self.lock.release()
             self.lock = None
@@ -291,6 +297,8 @@ class Trainer:
             "epoch_count": self.count,
             "rng": get_rng_state(),
             "train_seconds": self.total_seconds(),
+            "last_train": dict(self.last_train),
+            "bad_steps": self.bad_steps,
             "task_state": self.task.state_dict(),
         }
 
@@ -322,9 +330,10 @@ class Trainer:
                 f"the run ({diffs}); start a new run instead (keys that may change: "
                 f"{', '.join(self.cfg.RESUMABLE)})"
             )
-        if state["epoch"] > self.cfg.epochs:
+        trained = state["epoch"] + (1 if state["batch_in_epoch"] else 0)  # epochs begun
+        if trained > self.cfg.epochs:
             raise ValueError(
-                f"epochs: {self.run_dir} has already trained {state['epoch']} epochs, more than "
+                f"epochs: {self.run_dir} has already trained into epoch {trained}, more than "
                 f"epochs={self.cfg.epochs}"
             )
         if state["batch_in_epoch"] and state["world_size"] != self.info.world_size:
@@ -353,6 +362,8 @@ class Trainer:
         self.count = state["epoch_count"]
         set_rng_state(state["rng"])
         self.seconds_before = float(state.get("train_seconds", 0.0))
+        self.last_train = dict(state.get("last_train") or {})
+        self.bad_steps = int(state.get("bad_steps", 0))
         self.task.load_state_dict(state.get("task_state") or {})
         self.saved_step = self.step
 
@@ -390,21 +401,27 @@ class Trainer:
         diagnostics = terms.pop("diagnostics", None)  # a log record, not a term
         loss = terms["loss"]
         self.optimizer.zero_grad(set_to_none=True)
-        finite = bool(torch.isfinite(loss))
+        finite = self._all_ranks(bool(torch.isfinite(loss)))  # ranks must take one path (DDP)
         if finite:
-            self.bad_steps = 0
             if self.scaler is not None:
                 self.scaler.scale(loss).backward()
                 self.scaler.unscale_(self.optimizer)
             else:
                 loss.backward()
-            if cfg.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
-            if self.scaler is not None:
+            if cfg.grad_clip is not None or (cfg.max_bad_steps and self.scaler is None):
+                limit = cfg.grad_clip if cfg.grad_clip is not None else math.inf
+                norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), limit)
+                if self.scaler is None:  # the scaler skips non-finite gradients itself
+                    finite = self._all_ranks(bool(torch.isfinite(norm)))
+            if not finite:
+                self.optimizer.zero_grad(set_to_none=True)
+            elif self.scaler is not None:
                 self.scaler.step(self.optimizer)
                 self.scaler.update()
             else:
                 self.optimizer.step()
+        if finite:
+            self.bad_steps = 0
         else:
             self.bad_steps += 1
             if self.bad_steps > cfg.max_bad_steps:
@@ -425,6 +442,12 @@ class Trainer:
         if not finite:
             out["skipped"] = 1.0
         return out
+
+    def _all_ranks(self, flag: bool) -> bool:
+        """``flag`` held on every rank (itself without DDP)."""
+        if not self.info.enabled:
+            return flag
+        return rt.all_reduce_sum([0.0 if flag else 1.0], self.info, self.device)[0] == 0
 
     def _stop_requested(self, stop: rt.StopSignal) -> bool:
         flag = [1.0 if stop.requested else 0.0]
@@ -493,9 +516,10 @@ class Trainer:
             vals = self.train_step(batch)
             size = self.task.batch_size_of(batch)
             self.batch_in_epoch += 1
-            for k, v in vals.items():
-                self.sums[k] += v * size
-            self.count += size
+            if "skipped" not in vals:  # a skipped step's non-finite terms stay out of the means
+                for k, v in vals.items():
+                    self.sums[k] += v * size
+                self.count += size
             samples += size
             if self.step % cfg.log_every == 0:
                 self.log.write({"kind": "train", "epoch": self.epoch + 1, "step": self.step,
@@ -528,6 +552,10 @@ class Trainer:
         """
         try:
             self.t_start, status = time.perf_counter(), "completed"
+            if self.main and (self.run_dir / SUMMARY_FILE).is_file():
+                # an older stage's summary must not describe a run that goes on from here
+                atomic_write_json(self.run_dir / SUMMARY_FILE, {"status": "running",
+                                  "step": self.step, "epoch": self.epoch})  # fmt: skip
             self.model.train()
             with rt.StopSignal(announce=self.main) as stop:
                 while self.epoch < self.cfg.epochs:
@@ -545,13 +573,18 @@ class Trainer:
                 self._evaluate(summary)
             return summary
         finally:
-            self.log.close()
             self.close()
 
     def _evaluate(self, summary: dict[str, Any]) -> None:
         path = self.run_dir / EVAL_FILE
-        if self.step == self.start_step and path.is_file():
-            return
+        if path.is_file():  # an evaluation of this very state is kept, any other redone
+            try:
+                done = json.loads(path.read_text())
+            except (OSError, ValueError):
+                done = {}
+            if done.get("step") == self.step and done.get("which") == "last":
+                summary["eval"] = str(path)
+                return
         was_training = self.model.training
         result = self.task.evaluate(self.model, self.run_dir)
         self.model.train(was_training)

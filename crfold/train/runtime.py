@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -22,7 +23,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Sampler
 
-from ..io import atomic_write_text
+from ..io import atomic_write_text, writing
 
 METRICS_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
@@ -181,6 +182,8 @@ class RunLog:
             atomic_write_text(self.path, "")
         from torch.utils.tensorboard import SummaryWriter
 
+        if resume_step is None:  # a fresh start: drop the events of an attempt without checkpoint
+            shutil.rmtree(Path(run_dir) / TENSORBOARD_DIR, ignore_errors=True)
         purge = None if resume_step is None else resume_step + 1  # drops events >= purge
         self.writer = SummaryWriter(str(Path(run_dir) / TENSORBOARD_DIR), purge_step=purge)
 
@@ -189,8 +192,10 @@ class RunLog:
         ``<prefix>/<key>``."""
         if not self.enabled:
             return
-        with self.path.open("a") as f:
+        with writing(self.path), self.path.open("a") as f:
             f.write(json.dumps(record) + "\n")
+        if self.writer is None:  # closed
+            return
         step = record["step"]
         for key, value in record.items():
             if key in ("step", "epoch", "kind") or isinstance(value, bool):
@@ -200,8 +205,10 @@ class RunLog:
         self.writer.flush()
 
     def close(self) -> None:
+        """Closes TensorBoard's writer (idempotent)."""
         if self.writer is not None:
             self.writer.close()
+            self.writer = None
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from crfold.config import RunConfig, check_numbers, load_config, option
+from crfold.config import RunConfig, check_numbers, choice, load_config, option
 from crfold_images.nvae.evaluation import FEATURES
 from crfold_images.nvae.model import LIKELIHOODS, NVAEArch
 from crfold_images.nvae.objective import CR_PATHS
@@ -36,11 +36,6 @@ MODES = ("base", "aug", "cr")
 DATASETS = ("mnist", "fashion_mnist", "cifar10", "celeba64", "random")
 
 
-def _choice(key: str, value: Any, choices: tuple) -> None:
-    if value not in choices:
-        raise ValueError(f"{key}: expected one of {choices}, got {value!r}")
-
-
 @dataclass
 class NVAEConfig(RunConfig):
     """Everything a (CR-)NVAE run needs; defaults: paper-scale MNIST."""
@@ -49,9 +44,11 @@ class NVAEConfig(RunConfig):
     TASK_CLASS: ClassVar[str] = "crfold_images.nvae.task:NVAETask"
     MODES: ClassVar[tuple[str, ...]] = MODES
     MODE_ALIASES: ClassVar[dict[str, str]] = {"nvae": "base", "cr-nvae": "cr"}
+    # ``epochs`` is not resumable here: the learning-rate and KL schedules span it, so a longer
+    # run is a different run (its schedule would jump back up).
     RESUMABLE: ClassVar[tuple[str, ...]] = (
-        *RunConfig.RESUMABLE, "iw_samples", "iw_chunk", "eval_batch_size", "probe_features",
-        "probe_C", "probe",
+        *(k for k in RunConfig.RESUMABLE if k != "epochs"), "iw_samples", "iw_chunk",
+        "eval_batch_size", "probe_features", "probe_C", "probe",
     )  # fmt: skip
 
     task: str = option("nvae", "nvae: what is trained (NVAE / CR-NVAE)")
@@ -155,7 +152,7 @@ class NVAEConfig(RunConfig):
             ("cr_path", CR_PATHS),
             ("probe_features", FEATURES),
         ):
-            _choice(key, getattr(self, key), choices)
+            choice(key, getattr(self, key), choices)
         check_numbers(
             self,
             positive_ints=("iw_samples", "iw_chunk", "eval_batch_size"),
