@@ -214,7 +214,8 @@ def train_plan(plan: list[list[PlannedRun]], jobs: int = 1, quiet: bool = False)
     evaluation = EngineEval()
     if not quiet:
         done = sum(
-            train_state(r, RUN_IGNORE, RUN_EXTEND) == "done" and evaluation.is_current(r.run_dir)
+            train_state(r, RUN_IGNORE, RUN_EXTEND) == "done"
+            and evaluation.is_current(r.run_dir, r.config)
             for r in runs
         )
         print(f"{len(runs)} runs, {done} already finished, {len(runs) - done} to train or evaluate")

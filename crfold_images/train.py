@@ -92,7 +92,7 @@ def finished_result(cfg: ImageConfig, run_dir: str | Path) -> dict[str, Any] | N
             f"epochs: {run_dir} already trained {summary['epoch']} epochs, more than {cfg.epochs}"
         )
     state = train_state(PlannedRun(run_dir, cfg), RUN_IGNORE, RUN_EXTEND)
-    if state != "done" or not EngineEval().is_current(run_dir):
+    if state != "done" or not EngineEval().is_current(run_dir, cfg):
         return None
     return _read_json(run_dir / RESULT_FILE)
 

@@ -44,7 +44,7 @@ from typing import Any, Protocol
 
 from ..config import RunConfig, load_saved_config
 from ..io import RunLock, RunLockedError
-from ..train.engine import CONFIG_FILE, EVAL_FILE, SUMMARY_FILE
+from ..train.engine import CONFIG_FILE, EVAL_FILE, SUMMARY_FILE, evaluation_config
 
 __all__ = [
     "FINISHED",
@@ -99,8 +99,9 @@ class PlannedRun:
 class Evaluation(Protocol):
     """How the runner brings a run's ``eval.json`` up to date after training."""
 
-    def is_current(self, run_dir: Path) -> bool:
-        """Whether ``<run_dir>/eval.json`` is of the current checkpoint, with these settings."""
+    def is_current(self, run_dir: Path, planned: RunConfig | None = None) -> bool:
+        """Whether ``<run_dir>/eval.json`` is of the current checkpoint, with these settings
+        (and, where the evaluation records its config, of the ``planned`` one)."""
         ...
 
     def argv(self, run_dir: Path) -> list[str] | None:
@@ -136,7 +137,7 @@ class EvalCommand:
     checkpoint: str = "last.pt"
     settings: Mapping[str, Any] | None = None
 
-    def is_current(self, run_dir: Path) -> bool:
+    def is_current(self, run_dir: Path, planned: RunConfig | None = None) -> bool:
         loaded = _eval_newer_than(run_dir, self.checkpoint)
         if loaded is None:
             return False
@@ -154,8 +155,16 @@ class EngineEval:
 
     checkpoint: str = "last.pt"
 
-    def is_current(self, run_dir: Path) -> bool:
-        return _eval_newer_than(run_dir, self.checkpoint) is not None
+    def is_current(self, run_dir: Path, planned: RunConfig | None = None) -> bool:
+        """Current: newer than the checkpoint and, given ``planned``, computed under its
+        evaluation settings (the engine records its config in eval.json), so that a table
+        never mixes runs evaluated differently."""
+        loaded = _eval_newer_than(run_dir, self.checkpoint)
+        if loaded is None:
+            return False
+        if planned is None:
+            return True
+        return evaluation_config(loaded.get("config") or {}) == evaluation_config(planned.to_dict())
 
     def argv(self, run_dir: Path) -> None:
         return None
@@ -302,7 +311,7 @@ class _Runner:
             self._train(run, resume=state == "partial")
         if self.evaluation is None or self.kids.stopped is not None:
             return
-        if self.evaluation.is_current(run.run_dir):
+        if self.evaluation.is_current(run.run_dir, run.config):
             return
         self.say(f"eval {run.run_dir}")
         argv = self.evaluation.argv(run.run_dir)
@@ -312,7 +321,7 @@ class _Runner:
             rc = self.kids.run([*self.py, *argv], run.log)
             if rc != 0 and self.kids.stopped is None:
                 raise _failure("evaluating", run, rc)
-        if self.kids.stopped is None and not self.evaluation.is_current(run.run_dir):
+        if self.kids.stopped is None and not self.evaluation.is_current(run.run_dir, run.config):
             raise RuntimeError(f"{run.run_dir}: no current {EVAL_FILE} after evaluation")
 
 

@@ -61,16 +61,26 @@ __all__ = [
     "SUMMARY_FILE",
     "Task",
     "Trainer",
+    "evaluation_config",
     "format_summary",
     "task_of",
     "train",
 ]
 
+# Keys that change neither the trained state nor its evaluation: an eval.json made under other
+# values of these still describes the run (:func:`evaluation_config`).
+EVAL_NEUTRAL_KEYS = ("run_dir", "num_threads", "device", "amp", "log_every", "checkpoint_every",
+                     "eval_every", "max_bad_steps")  # fmt: skip
 CHECKPOINT_FORMAT = "crfold.train/2"
 _READABLE_FORMATS = ("crfold.train/1", CHECKPOINT_FORMAT)  # /1: FoldingNet runs before the engine
 CONFIG_FILE = "config.yaml"
 SUMMARY_FILE = "summary.json"
 EVAL_FILE = "eval.json"
+
+
+def evaluation_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The keys of a config that an ``eval.json`` depends on (all but :data:`EVAL_NEUTRAL_KEYS`)."""
+    return {k: v for k, v in config.items() if k not in EVAL_NEUTRAL_KEYS}
 
 
 class Task:
@@ -582,7 +592,10 @@ class Trainer:
                 done = json.loads(path.read_text())
             except (OSError, ValueError):
                 done = {}
-            if done.get("step") == self.step and done.get("which") == "last":
+            same = evaluation_config(done.get("config") or {}) == evaluation_config(
+                self.cfg.to_dict()
+            )  # e.g. other evaluation settings: evaluated again
+            if done.get("step") == self.step and done.get("which") == "last" and same:
                 summary["eval"] = str(path)
                 return
         was_training = self.model.training
@@ -590,7 +603,7 @@ class Trainer:
         self.model.train(was_training)
         if result is None:
             return
-        result = {"step": self.step, "which": "last", **result}
+        result = {"step": self.step, "which": "last", **result, "config": self.cfg.to_dict()}
         atomic_write_json(path, result)
         numbers = {k: v for k, v in result.items() if isinstance(v, (int, float))}
         self.log.write({"kind": "eval", "epoch": self.epoch, **numbers}, "eval")

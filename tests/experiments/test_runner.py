@@ -156,3 +156,19 @@ def test_another_task_plugs_in_with_the_engines_evaluation(tmp_path):
     again = json.loads((run.run_dir / "eval.json").read_text())
     assert again["step"] == first["step"]
     assert json.loads((run.run_dir / "summary.json").read_text())["task"] == "images"
+
+
+def test_engine_eval_is_current_only_under_the_planned_evaluation_settings(tmp_path):
+    import json as _json
+
+    from crfold.config import load_config as _load
+    from crfold.experiments.runner import EngineEval as _EngineEval
+
+    (tmp_path / "last.pt").write_bytes(b"x")
+    cfg = _load(overrides=["task=images", "eval_samples=8"])
+    eval_json = {"step": 3, "config": cfg.to_dict()}
+    (tmp_path / "eval.json").write_text(_json.dumps(eval_json))
+    ev = _EngineEval()
+    assert ev.is_current(tmp_path) and ev.is_current(tmp_path, cfg)
+    assert ev.is_current(tmp_path, cfg.replace(num_threads=1, device="cpu"))  # runtime only
+    assert not ev.is_current(tmp_path, cfg.replace(eval_samples=16))  # evaluated differently

@@ -86,7 +86,9 @@ def test_train_run_returns_eval_and_skips_a_finished_run(tmp_path):
     assert RESULT_FILE == "eval.json"
     assert result == json.loads((tmp_path / "run" / "eval.json").read_text())
     mtime = (tmp_path / "run" / "last.pt").stat().st_mtime_ns
-    assert train_run(cfg.replace(eval_samples=8), tmp_path / "run", quiet=True) == result
+    assert train_run(cfg, tmp_path / "run", quiet=True) == result  # finished: read back
+    again = train_run(cfg.replace(eval_samples=8), tmp_path / "run", quiet=True)
+    assert again["iw_samples"] == 8 and result["iw_samples"] != 8  # other settings: evaluated again
     assert (tmp_path / "run" / "last.pt").stat().st_mtime_ns == mtime  # nothing retrained
 
 
