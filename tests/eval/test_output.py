@@ -81,7 +81,7 @@ def test_a_second_writer_fails_naming_the_holder(
 
 def test_reading_run_locks_a_writable_run_and_reads_a_read_only_one(run_copy, make_read_only):
     with reading_run(run_copy, "crfold render (test)", "best.pt"):
-        assert RunLock._held.get(str(run_copy.resolve())) == 1
+        assert RunLock._held[str(run_copy.resolve())][1] == 1  # [open fd, depth]
         assert "crfold render (test)" in (run_copy / LOCK_FILE).read_text()
     assert str(run_copy.resolve()) not in RunLock._held
     make_read_only(run_copy)  # a read-only copy: its lock file cannot be opened for writing
