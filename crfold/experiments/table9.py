@@ -441,9 +441,9 @@ def write_report(
         f"## CR against the + Aug baseline ({BASELINE})",
         "",
         "Difference of the means over seeds (accuracies in points), and Welch's two-sided t-test "
-        "of it (unequal variances), under both probe protocols, whichever way it falls. With 3 "
-        "seeds a row, only differences of several seed standard deviations reach p < 0.05; "
-        '"no significant difference" is not evidence of equality.',
+        "of it (unequal variances), under both probe protocols, whichever way it falls. With "
+        f"{len(seeds)} seeds a row, only differences of several seed standard deviations reach "
+        'p < 0.05; "no significant difference" is not evidence of equality.',
         "",
         cr_comparison(rows, variants),
         "",
