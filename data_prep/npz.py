@@ -3,7 +3,7 @@
 Input keys: ``<split>_points`` ``(N, P, 3)`` float16/32/64 and ``<split>_labels`` ``(N,)`` or
 ``(N, 1)`` integers for each split present among ``train``, ``val``, ``test``, and optionally
 ``classes`` ``(C,)`` str (default ``"0"``, ``"1"``, ...), as in
-``../shared/data/modelnet40_1024/modelnet40_1024_f16.npz``. Each array's header is read and its
+``$CRFOLD_DATA/modelnet40_1024/modelnet40_1024_f16.npz`` (the shared ModelNet40 sample). Each array's header is read and its
 size checked against the archive member before the array is loaded; pickled (object) arrays are
 refused.
 """
