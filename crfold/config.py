@@ -521,7 +521,11 @@ class TrainConfig(RunConfig):
     weight_decay: float = option(1e-6, "Adam weight decay")
     eval_batch_size: int | None = option(None, "validation / encoding batch; None: 2*batch_size")
     # --- linear probe (crfold probe)
-    probe_split: str = option("test", "split the probes are scored on (fit on train_split)")
+    probe_split: str = option(
+        "test",
+        "split the probes are scored on (fit on train_split; 'holdout': the validation part of "
+        "train_split, fit on the rest)",
+    )
     probe_C: float = option(1.0, "inverse regularization of the SVM / logistic probes")
     probe_standardize: bool = option(
         False, "headline protocol of printed probe summaries (true: standardized); both computed"

@@ -12,7 +12,7 @@ overridden:
 * ``reconstruction``: Chamfer of decode(mu(x)) against x in both conventions (FoldingNet's
   sqrt/max and the squared sum), :func:`crfold.eval.reconstruction.reconstruction_metrics`.
 * ``probe``: linear SVM and logistic regression fit on the codes of ``train_split`` and scored on
-  the probe split (:mod:`crfold.eval.probe`), under both protocols, always:
+  the probe split (``probe_split=holdout``: fit on the kept part of ``train_split`` only) (:mod:`crfold.eval.probe`), under both protocols, always:
   ``{"raw": {"svm", "logistic"}, "standardized": {"svm", "logistic"}, "headline", "C"}``. ``raw``
   is FoldingNet's protocol (LinearSVC on the posterior means as they are); ``standardized`` fits
   a StandardScaler on the train codes first. The run's ``probe_standardize`` only names the
@@ -47,7 +47,7 @@ from ..config import parse_override
 from ..io import atomic_write_json
 from ..metrics import active_units, mutual_information
 from ..train.engine import EVAL_FILE
-from ..train.foldingnet import open_split, up_axis
+from ..train.foldingnet import probe_splits, up_axis
 from .consistency import (
     DEFAULT_SEED,
     FAMILIES,
@@ -267,8 +267,7 @@ def _evaluate(
     check_selection(run_cfg, cfg, which)
     if cfg.num_threads is not None:
         torch.set_num_threads(cfg.num_threads)
-    test_set = open_split(cfg, cfg.probe_split)
-    train_set = open_split(cfg, cfg.train_split)
+    train_set, test_set = probe_splits(cfg)
     mu, logvar, y_te = encode_posteriors(model, test_set, batch_size, progress)
     z_tr, y_tr = encode_dataset(model, train_set, batch_size, progress)
     rotated = _rotated_codes(model, cfg, train_set, test_set, seed, batch_size, progress)
@@ -389,8 +388,7 @@ def _probe(run_dir, *, C, standardize, which, batch_size, device, progress, seed
         pairs["probe_standardize"] = bool(standardize)
     cfg = cfg.replace(**pairs) if pairs else cfg
     t0 = time.perf_counter()
-    train_set = open_split(cfg, cfg.train_split)
-    test_set = open_split(cfg, cfg.probe_split)
+    train_set, test_set = probe_splits(cfg)
     z_tr, y_tr = encode_dataset(model, train_set, batch_size, progress)
     z_te, y_te = encode_dataset(model, test_set, batch_size, progress)
     rotated = _rotated_codes(model, cfg, train_set, test_set, seed, batch_size, progress)

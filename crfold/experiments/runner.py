@@ -304,6 +304,8 @@ class _Runner:
 
     def do(self, run: PlannedRun) -> None:
         """Trains (or resumes) and evaluates one run in child processes."""
+        if self.kids.stopped is not None:  # stopped: start nothing, announce nothing
+            return
         _check_free(run)
         state = train_state(run, self.ignore, self.extend)
         if state != "done":

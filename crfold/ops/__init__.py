@@ -5,8 +5,10 @@ kernels, CUDA kernels).
 
 Modules, each importing only those listed before it: ``_ext`` (builds and loads the extension),
 ``reference`` (pure-torch twins), ``layouts`` (padded/flat layouts, ``Pointclouds``/PyG input),
-``knn``, ``chamfer`` and ``pool`` (the ops), ``pyg`` (PyG's kNN graphs on ``knn``) and
-``interop`` (conversions to the peers' own objects; re-exports ``layouts`` and ``pyg``).
+``knn``, ``chamfer`` and ``pool`` (the ops), ``pyg`` (PyG's kNN graphs on ``knn``),
+``interop`` (conversions to the peers' own objects; re-exports ``layouts`` and ``pyg``) and
+``pytorch3d`` (a drop-in for PyTorch3D's ``knn_points`` / ``knn_gather`` / ``chamfer_distance``,
+its signatures and padding, on ``knn``).
 """
 
 from .chamfer import chamfer_distance, safe_sqrt

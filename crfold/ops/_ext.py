@@ -1,10 +1,25 @@
 """Builds (just in time, cached) and loads the compiled extension (kNN, graph max-pool) once.
 
-The extension is compiled with ``torch.utils.cpp_extension.load`` on first use and cached under
-``$CRFOLD_CACHE`` (default ``~/.cache/crfold``) in a folder keyed by the hash of the sources, the
-torch version and the build flags, so a second process (or a second run of the test suite) loads
-the cached library in milliseconds. Nothing is compiled at ``pip install`` time, so installing
-never fails and never needs a torch in an isolated build environment.
+The extension is compiled with ``torch.utils.cpp_extension.load`` on first use and cached as
+``$CRFOLD_CACHE/knn_<key>/crfold_knn.so`` (``crfold_knn_cuda.so`` with the CUDA kernels;
+``$CRFOLD_CACHE`` defaults to ``~/.cache/crfold``). The key hashes what the library depends on:
+the sources' contents, the torch and Python versions, the compiler flags, the CPU's flags (for
+``-march=native``) and CPU/CUDA, never a path. A cached library is loaded with
+``torch.ops.load_library`` without running ninja, so every checkout and venv of the same sources,
+torch and flags shares one build (ninja would rebuild whenever the source or torch paths differ
+from those written in its ``build.ninja``). Nothing is compiled at ``pip install`` time, so
+installing never fails and never needs a torch in an isolated build environment.
+
+Builds may be killed and may race:
+
+- a builder holds an exclusive ``flock`` on ``<key dir>/build.flock``; a second process says that
+  it waits, then loads what the first built. The kernel releases a flock when its holder dies,
+  so a killed build never blocks the next one.
+- each build runs in a fresh ``<key dir>/build-*`` folder (torch's own ``lock`` file lives
+  there), and its library is moved into the key dir by an atomic ``os.replace``. The next build
+  removes the folders of killed builds and says so in one line.
+
+A build says so on stderr ("building the kNN extension (about 30 s) ..."), once.
 
 ``load()`` never raises: when the build fails (no compiler, no headers, no ninja), the reason is
 kept in :data:`build_error` and :mod:`crfold.ops` serves the pure-torch reference with a one-time
@@ -13,11 +28,15 @@ warning. ``python -m crfold.ops.build`` builds eagerly and prints the reason on 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import platform
 import shutil
+import sys
+import tempfile
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -30,11 +49,17 @@ CUDA_SOURCES = [
     "pool_cuda.cu",
     "pool_cuda_glue.cpp",
 ]
+CUDA_CFLAGS = ("-O3", "--fmad=false", "-DWITH_CUDA")
+LDFLAGS = ("-fopenmp",)  # tuples: torch appends its own flags to the lists it is given
+# Part of the key: a key dir holds a finished library, a build.flock and build-* folders. Key
+# dirs of the earlier layout (torch building in place, its lock in the key dir) are never reused.
+_LAYOUT = b"crfold cache layout 2"
 
 _lock = threading.Lock()
 _loaded: bool | None = None
 build_error: str | None = None
 with_cuda: bool = False
+library: Path | None = None  # the loaded library, once load() succeeded
 
 
 def _want_cuda() -> bool:
@@ -45,13 +70,13 @@ def _want_cuda() -> bool:
     return torch.version.cuda is not None and torch.cuda.is_available() and CUDA_HOME is not None
 
 
-def _cflags() -> list[str]:
+def _cflags(cuda: bool) -> list[str]:
     flags = ["-O3", "-fno-math-errno", "-ffp-contract=off", "-fopenmp"]
     # The extension is built on the machine that runs it, so it may use that CPU's vector units;
     # CRFOLD_NATIVE=0 builds portable code (e.g. for a cache shared by different CPUs).
     if os.environ.get("CRFOLD_NATIVE", "1") != "0" and platform.machine() in ("x86_64", "AMD64"):
         flags.append("-march=native")
-    return flags
+    return flags + (["-DWITH_CUDA"] if cuda else [])
 
 
 def _cpu_signature() -> str:
@@ -63,23 +88,30 @@ def _cpu_signature() -> str:
     return platform.machine() + flags
 
 
-def _build_dir(sources: list[Path], cflags: list[str], cuda: bool) -> Path:
-    h = hashlib.sha256()
+def library_path(cuda: bool) -> Path:
+    """``$CRFOLD_CACHE/knn_<key>/crfold_knn[_cuda].so``: where this build lives once built."""
+    h = hashlib.sha256(_LAYOUT)
     for src in sorted(CSRC.iterdir()):
         h.update(src.name.encode())
         h.update(src.read_bytes())
-    h.update(torch.__version__.encode())
-    h.update(" ".join(cflags).encode())
+    h.update(f"{torch.__version__} {torch.version.git_version}".encode())
+    h.update(sys.implementation.cache_tag.encode())  # the library links libtorch_python
+    h.update(" ".join(_cflags(cuda) + list(LDFLAGS)).encode())
     h.update(_cpu_signature().encode())
-    h.update(b"cuda" if cuda else b"cpu")
-    root = Path(os.environ.get("CRFOLD_CACHE", Path.home() / ".cache" / "crfold"))
-    d = root / f"knn_{h.hexdigest()[:16]}"
-    d.mkdir(parents=True, exist_ok=True)
-    return d
+    if cuda:
+        h.update(" ".join(CUDA_CFLAGS).encode())
+        h.update(os.environ.get("TORCH_CUDA_ARCH_LIST", "").encode())
+    root = Path(os.environ.get("CRFOLD_CACHE") or Path.home() / ".cache" / "crfold")
+    name = "crfold_knn_cuda" if cuda else "crfold_knn"
+    return root / f"knn_{h.hexdigest()[:16]}" / f"{name}.so"
+
+
+def _say(message: str) -> None:
+    print(f"crfold: {message}", file=sys.stderr, flush=True)
 
 
 def _missing_tools(cuda: bool) -> list[str]:
-    from torch.utils.cpp_extension import is_ninja_available
+    from torch.utils.cpp_extension import CUDA_HOME, is_ninja_available
 
     missing = []
     cxx = os.environ.get("CXX", "c++")
@@ -90,43 +122,92 @@ def _missing_tools(cuda: bool) -> list[str]:
     inc = Path(torch.__file__).parent / "include" / "torch" / "extension.h"
     if not inc.exists():
         missing.append(f"torch C++ headers ({inc} is absent)")
+    nvcc = Path(CUDA_HOME or "", "bin", "nvcc")
+    if cuda and not nvcc.exists():
+        missing.append(f"nvcc ({nvcc} is absent)")
     return missing
 
 
-def _nvcc_missing() -> str | None:
-    from torch.utils.cpp_extension import CUDA_HOME
+@contextlib.contextmanager
+def _build_lock(key_dir: Path) -> Iterator[None]:
+    """Hold the exclusive flock of ``key_dir``, saying so when another process holds it."""
+    import fcntl  # POSIX only: elsewhere the ImportError becomes build_error
 
-    nvcc = Path(CUDA_HOME or "", "bin", "nvcc")
-    return None if nvcc.exists() else f"nvcc ({nvcc} is absent)"
+    fd = os.open(key_dir / "build.flock", os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            _say(f"waiting for another process's build of the kNN extension in {key_dir} ...")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
-def _build(cuda: bool, verbose: bool) -> str | None:
-    """Compile (or load the cached) extension; the error text on failure, else None."""
+def _remove_interrupted_builds(key_dir: Path) -> None:
+    """Delete the ``build-*`` folders of killed builds; the caller holds the build lock, so no
+    live build owns one."""
+    leftovers = sorted(key_dir.glob("build-*"))
+    for folder in leftovers:
+        shutil.rmtree(folder, ignore_errors=True)  # a killed build's orphaned compiler may linger
+    if leftovers:
+        names = ", ".join(folder.name for folder in leftovers)
+        _say(f"removed the remains of an interrupted build in {key_dir} ({names})")
+
+
+def _compile(lib: Path, cuda: bool, verbose: bool) -> None:
+    """Compile ``lib`` in a fresh folder beside it, then move it into place atomically. torch
+    loads the library (from that folder) as it builds it."""
     from torch.utils.cpp_extension import load as cpp_load
 
-    names = CPU_SOURCES + (CUDA_SOURCES if cuda else [])
-    sources = [CSRC / n for n in names]
-    cflags = _cflags() + (["-DWITH_CUDA"] if cuda else [])
-    build_dir = _build_dir(sources, cflags, cuda)
+    what = "with its CUDA kernels (a few minutes)" if cuda else "(about 30 s)"
+    _say(f"building the kNN extension {what} in {lib.parent} ...")
+    tmp = Path(tempfile.mkdtemp(prefix="build-", dir=lib.parent))
     try:
         cpp_load(
-            name="crfold_knn_cuda" if cuda else "crfold_knn",
-            sources=[str(src) for src in sources],
-            extra_cflags=cflags,
-            extra_cuda_cflags=["-O3", "--fmad=false", "-DWITH_CUDA"],
-            extra_ldflags=["-fopenmp"],
-            build_directory=str(build_dir),
+            name=lib.stem,
+            sources=[str(CSRC / n) for n in CPU_SOURCES + (CUDA_SOURCES if cuda else [])],
+            extra_cflags=_cflags(cuda),
+            extra_cuda_cflags=list(CUDA_CFLAGS),
+            extra_ldflags=list(LDFLAGS),
+            build_directory=str(tmp),
             is_python_module=False,
             verbose=verbose,
         )
-    except Exception as exc:  # noqa: BLE001 - any build failure means "fall back"
-        return f"building the kNN extension in {build_dir} failed: {exc}"
+        # torch names it crfold_knn_v1.so etc. if this process built it before with other flags
+        built = next(tmp.glob(f"{lib.stem}*.so"))
+        os.replace(built, lib)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _load_or_build(lib: Path, cuda: bool, verbose: bool) -> str | None:
+    """Load the cached library ``lib``, building it first when absent; the error text, else
+    None."""
+    if not lib.exists():
+        missing = _missing_tools(cuda)
+        if missing:
+            return "cannot build the kNN extension, missing: " + "; ".join(missing)
+        try:
+            lib.parent.mkdir(parents=True, exist_ok=True)
+            with _build_lock(lib.parent):
+                _remove_interrupted_builds(lib.parent)
+                if not lib.exists():  # else another process built it while this one waited
+                    _compile(lib, cuda, verbose)
+                    return None
+        except Exception as exc:  # noqa: BLE001 - any build failure means "fall back"
+            return f"building the kNN extension in {lib.parent} failed: {exc}"
+    try:
+        torch.ops.load_library(str(lib))
+    except Exception as exc:  # noqa: BLE001
+        return f"loading {lib} failed (delete that folder to rebuild it): {exc}"
     return None
 
 
 def load(verbose: bool = False) -> bool:
     """Build (if needed) and load the extension; return whether it is available."""
-    global _loaded, build_error, with_cuda
+    global _loaded, build_error, with_cuda, library
     if _loaded is not None:
         return _loaded
     with _lock:
@@ -137,28 +218,15 @@ def load(verbose: bool = False) -> bool:
             _loaded = False
             return False
         cuda = _want_cuda()
-        missing = _missing_tools(cuda)
-        if missing:
-            build_error = "cannot build the kNN extension, missing: " + "; ".join(missing)
-            _loaded = False
-            return False
-        cuda_error = _nvcc_missing() if cuda else None
-        if cuda_error is None and cuda:
-            cuda_error = _build(cuda=True, verbose=verbose)
-        if cuda and cuda_error is not None:  # the CPU kernels still serve CPU tensors
-            cuda = False
-            cpu_error = _build(cuda=False, verbose=verbose)
-            if cpu_error is not None:
-                build_error = cpu_error
-                _loaded = False
-                return False
-            build_error = f"CUDA kernels unavailable: {cuda_error}"
-        elif not cuda:
-            cpu_error = _build(cuda=False, verbose=verbose)
-            if cpu_error is not None:
-                build_error = cpu_error
-                _loaded = False
-                return False
-        with_cuda = cuda
-        _loaded = True
-        return True
+        lib = library_path(cuda)
+        error = _load_or_build(lib, cuda, verbose)
+        if cuda and error is not None:  # the CPU kernels still serve CPU tensors
+            cuda, lib = False, library_path(cuda=False)
+            cuda_error, error = error, _load_or_build(lib, cuda, verbose)
+            build_error = f"CUDA kernels unavailable: {cuda_error}" if error is None else error
+        else:
+            build_error = error
+        _loaded = error is None
+        with_cuda = cuda and _loaded
+        library = lib if _loaded else None
+        return _loaded

@@ -1,6 +1,7 @@
 """``python -m crfold.ops.build``: compile the kNN extension now (cached) and report the backend.
 
-Exits with status 1 and the reason (missing compiler, headers, ninja) when the build fails.
+Prints the backend and the cached library it loaded (``-v``: torch's build log too). Exits with
+status 1 and the reason (missing compiler, headers, ninja) when the build fails.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ def main(argv: list[str] | None = None) -> int:
     ok = _ext.load(verbose=verbose)
     dt = time.perf_counter() - t0
     print(f"crfold.ops backend: {backend()}  ({dt:.1f} s)")
+    if _ext.library is not None:
+        print(f"library: {_ext.library}")
     if not ok:
         print(f"error: {_ext.build_error}", file=sys.stderr)
         return 1

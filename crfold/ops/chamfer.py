@@ -1,22 +1,23 @@
 """Chamfer distance: plain torch on top of :func:`crfold.ops.knn_points` (K = 1).
 
 Conventions (docs/design.md#chamfer): per-point terms are squared L2 distances to the nearest
-neighbour (or their square root with ``squared=False``); ``point_reduction`` reduces over the valid
-points of each cloud; ``direction_reduction`` combines the two directions (``"sum"`` is
-PyTorch3D's convention, ``"max"`` is FoldingNet's metric); ``batch_reduction`` reduces over
-clouds. Empty clouds contribute 0 and never produce NaN.
+neighbour (or their square root with ``squared=False``; L1 distances with ``norm=1``); ``point_reduction`` reduces over the valid
+points of each cloud; ``direction_reduction`` combines the two directions (by default PyTorch3D's
+rule: the sum, or the larger one when ``point_reduction="max"``; ``"max"`` with a point mean is
+FoldingNet's metric); ``batch_reduction`` reduces over clouds. Empty clouds contribute 0 and never
+produce NaN.
 """
 
 from __future__ import annotations
 
 import torch
 
-from .knn import knn_points_named, validate_clouds
+from .knn import is_symbolic, knn_points_named, validate_clouds, wider_dtype_hint
 from .layouts import as_padded
 
 POINT_REDUCTIONS = ("mean", "sum", "max", None)
 BATCH_REDUCTIONS = ("mean", "sum", None)
-DIRECTION_REDUCTIONS = ("sum", "max", "mean")
+DIRECTION_REDUCTIONS = ("sum", "max", "mean", None)
 
 
 def safe_sqrt(d: torch.Tensor) -> torch.Tensor:
@@ -33,9 +34,28 @@ def _reduce_points(d: torch.Tensor, lengths: torch.Tensor, how: str) -> torch.Te
         return d.sum(dim=1)
     if how == "max":
         # Terms are >= 0 and padding is 0, so the max over all entries is the max over valid ones
-        # (and 0 for an empty cloud).
-        return d.amax(dim=1) if d.shape[1] > 0 else d.new_zeros(d.shape[0])
+        # (and 0 for an empty cloud). The gradient goes to one point, the first maximal one
+        # (argmax returns the first), as PyTorch3D's max(1) does; amax would split it among ties.
+        if d.shape[1] == 0:
+            return d.new_zeros(d.shape[0])
+        win = d.detach().argmax(dim=1, keepdim=True)  # (B, 1)
+        return d.gather(1, win).squeeze(1)
     return d.sum(dim=1) / lengths.clamp_min(1).to(d.dtype)
+
+
+def _check_result(c: torch.Tensor, out_dtype: torch.dtype) -> torch.Tensor:
+    """``c`` cast to ``out_dtype``; ValueError if a finite sum overflowed to inf on the way."""
+    out = c.to(out_dtype)
+    if out.numel() == 0 or is_symbolic(out) or torch.compiler.is_compiling():
+        return out
+    if bool(torch.isinf(out).any()):
+        raise ValueError(
+            f"the Chamfer distance overflows {out_dtype} (largest finite value "
+            f"{torch.finfo(out_dtype).max:.3g}) although x and y are finite: center and scale the "
+            "clouds (squared distances scale with the square of the coordinates)"
+            f"{wider_dtype_hint(out_dtype)}"
+        )
+    return out
 
 
 def chamfer_distance(
@@ -45,9 +65,10 @@ def chamfer_distance(
     y_lengths: torch.Tensor | None = None,
     *,
     squared: bool = True,
+    norm: int = 2,
     point_reduction: str | None = "mean",
     batch_reduction: str | None = "mean",
-    direction_reduction: str = "sum",
+    direction_reduction: str | None = None,
     single_directional: bool = False,
     weights: torch.Tensor | None = None,
 ):
@@ -59,12 +80,19 @@ def chamfer_distance(
         x_lengths: (B,) int, valid points of each ``x`` cloud (default P1).
         y_lengths: (B,) int, valid points of each ``y`` cloud (default P2).
         squared: per-point term is the squared distance (True) or the distance (False; gradient
-            0 at coincident points).
+            0 at coincident points). Applies to ``norm=2`` only.
+        norm: 2 (default): L2 distances (squared unless ``squared=False``); 1: L1 distances
+            ``sum |x - y|`` (nearest neighbour in L1; gradient ``sign(x - y)``, 0 at 0), with
+            ``squared`` left True (``squared=False`` with ``norm=1`` is a ValueError).
         point_reduction: ``"mean"`` | ``"sum"`` | ``"max"`` over the valid points of each cloud,
-            or None to return the per-point terms.
+            or None to return the per-point terms. The gradient of ``"max"`` goes to one point,
+            the first (lowest index) of the tied largest terms, as in PyTorch3D.
         batch_reduction: ``"mean"`` | ``"sum"`` | None over the batch (weighted mean
             ``sum(w c) / sum(w)`` when ``weights`` is given).
-        direction_reduction: ``"sum"`` | ``"max"`` | ``"mean"`` of the two directional terms.
+        direction_reduction: ``"sum"`` | ``"max"`` | ``"mean"`` of the two directional terms;
+            None (default) follows PyTorch3D: ``"max"`` when ``point_reduction="max"`` (a
+            symmetric Hausdorff-style distance), else ``"sum"``. A tie of the two directions
+            under ``"max"`` splits the gradient equally (``torch.maximum``, as in PyTorch3D).
         single_directional: only the x -> y direction.
         weights: (B,) non-negative per-cloud weights.
 
@@ -72,6 +100,10 @@ def chamfer_distance(
         With a point reduction: a tensor, () after a batch reduction, else (B,).
         With ``point_reduction=None``: a tuple ``(cham_x (B, P1), cham_y (B, P2) or None)`` of
         per-point terms (weighted by ``weights``), 0 at padding; ``batch_reduction`` must be None.
+
+    Raises:
+        ValueError: invalid arguments (named), NaN/inf in a valid point, or a result that
+            overflows to inf in the output dtype although the inputs are finite (eager mode).
     """
     if point_reduction not in POINT_REDUCTIONS:
         raise ValueError(
@@ -87,6 +119,15 @@ def chamfer_distance(
         )
     if point_reduction is None and batch_reduction is not None:
         raise ValueError("batch_reduction must be None when point_reduction is None")
+    if isinstance(norm, bool) or not isinstance(norm, int) or norm not in (1, 2):
+        raise ValueError(f"norm must be 1 (L1) or 2 (L2), got {norm!r}")
+    if norm == 1 and not squared:
+        raise ValueError(
+            "squared=False takes the square root of squared L2 distances; with norm=1 the terms "
+            "are L1 distances already: leave squared=True"
+        )
+    if direction_reduction is None:  # PyTorch3D's rule
+        direction_reduction = "max" if point_reduction == "max" else "sum"
     x, x_lengths = as_padded(x, x_lengths, name="x")
     y, y_lengths = as_padded(y, y_lengths, name="y")
     validate_clouds(x, y, "x", "y")
@@ -100,17 +141,20 @@ def chamfer_distance(
             raise ValueError(f"weights must be a tensor of shape ({B},)")
         if not weights.dtype.is_floating_point:
             raise ValueError(f"weights must be a float tensor, got {weights.dtype}")
-        if not torch.compiler.is_compiling() and not bool(
-            (torch.isfinite(weights) & (weights >= 0)).all()
+        if (
+            not torch.compiler.is_compiling()
+            and not is_symbolic(weights)
+            and not bool((torch.isfinite(weights) & (weights >= 0)).all())
         ):
             raise ValueError("weights must be finite and non-negative")
 
     names = ("x", "y", "x_lengths", "y_lengths")
-    d_x = knn_points_named(x, y, x_lengths, y_lengths, 1, names=names).dists[..., 0]  # (B, P1)
+    d_x = knn_points_named(x, y, x_lengths, y_lengths, K=1, norm=norm, names=names).dists[..., 0]
     d_y = None
     if not single_directional:
         names_yx = ("y", "x", "y_lengths", "x_lengths")
-        d_y = knn_points_named(y, x, y_lengths, x_lengths, 1, names=names_yx).dists[..., 0]
+        d_y = knn_points_named(y, x, y_lengths, x_lengths, K=1, norm=norm, names=names_yx)
+        d_y = d_y.dists[..., 0]  # (B, P2)
     if not squared:
         d_x = safe_sqrt(d_x)
         d_y = None if d_y is None else safe_sqrt(d_y)
@@ -120,7 +164,7 @@ def chamfer_distance(
             w = weights.to(d_x.dtype)[:, None]
             d_x = d_x * w
             d_y = None if d_y is None else d_y * w
-        return d_x.to(out_dtype), None if d_y is None else d_y.to(out_dtype)
+        return _check_result(d_x, out_dtype), None if d_y is None else _check_result(d_y, out_dtype)
 
     xl = torch.full((B,), P1, device=x.device) if x_lengths is None else x_lengths.to(x.device)
     yl = torch.full((B,), P2, device=x.device) if y_lengths is None else y_lengths.to(x.device)
@@ -144,4 +188,4 @@ def chamfer_distance(
         else:
             total = weights.to(c.dtype).sum()
             c = torch.where(total > 0, c.sum() / torch.where(total > 0, total, 1), c.sum() * 0)
-    return c.to(out_dtype)
+    return _check_result(c, out_dtype)

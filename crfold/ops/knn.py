@@ -7,10 +7,13 @@ The compiled primitive is registered by the C++ extension as ``torch.ops.crfold.
 
 from __future__ import annotations
 
+import functools
+import os
 import warnings
 from typing import NamedTuple
 
 import torch
+from torch._subclasses.fake_tensor import is_fake
 
 from . import _ext, reference
 from .layouts import as_padded
@@ -18,13 +21,15 @@ from .layouts import as_padded
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 MAX_K_CUDA = 128
 MAX_D_CUDA = 16
+MAX_K = 2**31 - 1  # the kernels count neighbours in 32-bit ints
 
 
 class KNN(NamedTuple):
     """Result of :func:`knn_points`.
 
     Attributes:
-        dists: (B, P1, K) squared L2 distances, ascending; 0 where padded.
+        dists: (B, P1, K) squared L2 (``norm=2``) or L1 (``norm=1``) distances, ascending; 0
+            where padded.
         idx: (B, P1, K) int64 indices into ``p2``; -1 where padded.
         knn: (B, P1, K, D) the neighbours' coordinates (zeros where padded), or None.
     """
@@ -45,27 +50,28 @@ def _register_autograd() -> None:
         return
 
     @torch.library.register_fake("crfold::knn_forward")
-    def _knn_forward_fake(p1, p2, lengths1, lengths2, K):
+    def _knn_forward_fake(p1, p2, lengths1, lengths2, K, norm=2):
         B, P1, _ = p1.shape
         return p1.new_empty((B, P1, K)), p1.new_empty((B, P1, K), dtype=torch.int64)
 
     @torch.library.register_fake("crfold::knn_backward")
-    def _knn_backward_fake(grad_dists, p1, p2, lengths1, lengths2, idx, deterministic):
+    def _knn_backward_fake(grad_dists, p1, p2, lengths1, lengths2, idx, deterministic, norm=2):
         return torch.empty_like(p1), torch.empty_like(p2)
 
     def setup_context(ctx, inputs, output):
-        p1, p2, lengths1, lengths2, _ = inputs
+        p1, p2, lengths1, lengths2 = inputs[:4]
         _, idx = output
         ctx.save_for_backward(p1, p2, lengths1, lengths2, idx)
         ctx.mark_non_differentiable(idx)
+        ctx.norm = inputs[5] if len(inputs) > 5 else 2  # torch fills the schema default norm=2
 
     def backward(ctx, grad_dists, _grad_idx):
         p1, p2, lengths1, lengths2, idx = ctx.saved_tensors
         deterministic = torch.are_deterministic_algorithms_enabled()
         g1, g2 = torch.ops.crfold.knn_backward(
-            grad_dists.contiguous(), p1, p2, lengths1, lengths2, idx, deterministic
+            grad_dists.contiguous(), p1, p2, lengths1, lengths2, idx, deterministic, ctx.norm
         )
-        return g1, g2, None, None, None
+        return g1, g2, None, None, None, None
 
     torch.library.register_autograd("crfold::knn_forward", backward, setup_context=setup_context)
     _registered = True
@@ -77,7 +83,8 @@ def _compiled_for(device_type: str) -> bool:
     ok = _ext.load()
     if ok:
         _register_autograd()
-        if device_type == "cpu" or (device_type == "cuda" and _ext.with_cuda):
+        # "meta": the fake kernels serve meta tensors on any build.
+        if device_type in ("cpu", "meta") or (device_type == "cuda" and _ext.with_cuda):
             return True
     if not _warned:
         why = _ext.build_error or f"the extension was built without {device_type}"
@@ -109,6 +116,101 @@ def backend() -> str:
     return f"reference ({_ext.build_error})"
 
 
+def is_symbolic(t: torch.Tensor) -> bool:
+    """Whether ``t`` has a shape but no values (a meta or fake tensor): value checks skip it.
+
+    False while ``torch.compile`` traces (the compiled code runs on real values, and the value
+    checks test ``torch.compiler.is_compiling()`` themselves).
+    """
+    if torch.compiler.is_compiling():
+        return False
+    return t.is_meta or is_fake(t)
+
+
+@functools.cache
+def _host_memory() -> int | None:
+    """Bytes of memory this process may use: physical memory, capped by a cgroup v2 limit."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # no sysconf (Windows)
+        return None
+    try:
+        with open("/sys/fs/cgroup/memory.max") as f:
+            limit = f.read().strip()
+        if limit.isdigit():
+            total = min(total, int(limit))
+    except OSError:
+        pass
+    return total
+
+
+def memory_limit(device: torch.device) -> int | None:
+    """Bytes that one op's outputs on ``device`` can never exceed, None where unknown: the
+    host's memory (CPU) or the GPU's total memory (CUDA)."""
+    if device.type == "cpu":
+        return _host_memory()
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    return None
+
+
+def _check_output_size(p1: torch.Tensor, P2: int, K: int, return_nn: bool) -> None:
+    """ValueError when the (B, P1, K) outputs cannot fit in the device's memory at all.
+
+    Runs in eager mode before anything is allocated; skipped for meta tensors (nothing is
+    allocated) and under ``torch.compile``.
+    """
+    if p1.is_meta or torch.compiler.is_compiling():
+        return
+    B, P1, D = p1.shape
+    n = B * P1 * K
+    if n == 0:
+        return
+    limit = memory_limit(p1.device)
+    if limit is None:
+        return
+    compute = 4 if p1.dtype in (torch.float16, torch.bfloat16) else p1.element_size()
+    per = compute + 8  # dists in the compute dtype + int64 idx
+    if compute != p1.element_size():
+        per += p1.element_size()  # dists cast back to the input dtype
+    if return_nn:
+        per += D * p1.element_size()  # knn (B, P1, K, D)
+    need = n * per
+    if need <= limit:
+        return
+    what = "dists + idx + knn" if return_nn else "dists + idx"
+    msg = (
+        f"the kNN outputs ({what}) for B*P1*K = {B}*{P1}*{K} neighbours would need "
+        f"{need / 2**30:.1f} GiB, more than the {limit / 2**30:.1f} GiB of {p1.device.type} "
+        "memory: lower K or split the batch"
+    )
+    if K > P2:
+        msg += f" (K={K} > P2={P2}: at most {P2} neighbours exist, the rest is padding)"
+    raise ValueError(msg)
+
+
+def _check_overflow(dists: torch.Tensor, names) -> None:
+    """ValueError when a distance of finite inputs overflowed to inf in its dtype."""
+    if dists.numel() == 0 or is_symbolic(dists) or torch.compiler.is_compiling():
+        return
+    if not bool(dists.amax() == float("inf")):  # dists >= 0, never NaN for finite inputs
+        return
+    b, i, _ = (int(v) for v in torch.isinf(dists).nonzero()[0])
+    raise ValueError(
+        f"the distance from {names[0]}[{b}, {i}] to a point of {names[1]} overflows "
+        f"{dists.dtype} (largest finite value {torch.finfo(dists.dtype).max:.3g}): the inputs "
+        "are finite but too far apart for their dtype; center and scale the clouds (distances "
+        f"scale with them){wider_dtype_hint(dists.dtype)}"
+    )
+
+
+def wider_dtype_hint(dtype: torch.dtype) -> str:
+    """``", or pass float32 points"``-style advice for a result that overflowed ``dtype``."""
+    if dtype in (torch.float16, torch.bfloat16):
+        return ", or pass float32 points"
+    return ", or pass float64 points" if dtype == torch.float32 else ""
+
+
 def _check_lengths(name: str, lengths, B: int, P: int, device) -> torch.Tensor:
     if lengths is None:
         return torch.full((B,), P, dtype=torch.int64, device=device)
@@ -119,7 +221,7 @@ def _check_lengths(name: str, lengths, B: int, P: int, device) -> torch.Tensor:
     if lengths.dtype.is_floating_point or lengths.dtype.is_complex or lengths.dtype == torch.bool:
         raise ValueError(f"{name} must be an integer tensor, got {lengths.dtype}")
     lengths = lengths.to(device=device, dtype=torch.int64)
-    if not torch.compiler.is_compiling() and lengths.numel() > 0:
+    if not torch.compiler.is_compiling() and lengths.numel() > 0 and not is_symbolic(lengths):
         lo, hi = int(lengths.min()), int(lengths.max())
         if lo < 0 or hi > P:
             raise ValueError(f"{name} must lie in [0, {P}], got values in [{lo}, {hi}]")
@@ -128,7 +230,7 @@ def _check_lengths(name: str, lengths, B: int, P: int, device) -> torch.Tensor:
 
 def _check_finite(name: str, p: torch.Tensor, lengths: torch.Tensor) -> None:
     """Eager-mode NaN/inf check of the valid (unpadded) points; raises ValueError."""
-    if torch.compiler.is_compiling() or p.numel() == 0:
+    if torch.compiler.is_compiling() or p.numel() == 0 or is_symbolic(p):
         return
     bad = ~torch.isfinite(p).all(dim=-1)  # (B, P)
     valid = torch.arange(p.shape[1], device=p.device)[None, :] < lengths[:, None]
@@ -164,7 +266,9 @@ def knn_points(
     p2: torch.Tensor,
     lengths1: torch.Tensor | None = None,
     lengths2: torch.Tensor | None = None,
+    *,
     K: int = 1,
+    norm: int = 2,
     return_nn: bool = False,
 ) -> KNN:
     """K nearest neighbours in ``p2`` of every point of ``p1``, batched, with autograd.
@@ -177,25 +281,44 @@ def knn_points(
             are padding (they may hold anything, NaN included): their outputs are ``dist 0``,
             ``idx -1``.
         lengths2: (B,) integer, valid points per target cloud (default P2); padding is ignored.
-        K: number of neighbours, ``K >= 1`` (at most 128 on CUDA, where D is at most 16). When a
-            cloud has fewer than K valid targets, the missing slots are ``dist 0``, ``idx -1``.
-        return_nn: also return the neighbours' coordinates.
+        K: keyword-only, number of neighbours, ``K >= 1`` (at most 128 on CUDA, where D is at
+            most 16). When a cloud has fewer than K valid targets, the missing slots are
+            ``dist 0``, ``idx -1``.
+        norm: keyword-only, the distance: 2 (default) the squared Euclidean distance
+            ``sum (x - y)**2``, 1 the L1 distance ``sum |x - y|``. The L1 gradient is
+            ``sign(x - y)`` with ``sign(0) = 0`` (the subgradient of ``torch.abs``).
+        return_nn: keyword-only, also return the neighbours' coordinates.
 
     Returns:
-        :class:`KNN` with ``dists`` (B, P1, K) squared L2 in the input dtype, sorted ascending,
+        :class:`KNN` with ``dists`` (B, P1, K) squared L2 (or L1) in the input dtype, ascending,
         ties broken by the lowest index; ``idx`` (B, P1, K) int64; ``knn`` (B, P1, K, D) or None.
         ``dists`` and ``knn`` are differentiable with respect to ``p1`` and ``p2``.
 
+    Meta and fake tensors (``FakeTensorMode``) get correctly shaped outputs; the checks that
+    read values (lengths range, NaN, overflow) skip them.
+
     Raises:
+        TypeError: ``K`` or ``return_nn`` passed positionally.
         ValueError: on a wrong rank, mismatched batch/D/dtype/device, an integer dtype, lengths
-            out of range, ``K < 1``, or NaN/inf in a valid point (checked in eager mode; under
-            ``torch.compile`` the CPU kernel still checks, the CUDA kernel does not).
+            out of range, ``K < 1``, ``K >= 2**31``, outputs (B·P1·K neighbours) larger than the
+            device's memory (checked before allocating), NaN/inf in a valid point, or a squared
+            distance that overflows to inf in the output dtype although the inputs are finite
+            (the value checks run in eager mode; under ``torch.compile`` the CPU kernel still
+            checks NaN/inf, the CUDA kernel does not, and overflow is not checked).
     """
-    return knn_points_named(p1, p2, lengths1, lengths2, K, return_nn)
+    return knn_points_named(p1, p2, lengths1, lengths2, K=K, norm=norm, return_nn=return_nn)
 
 
 def knn_points_named(
-    p1, p2, lengths1, lengths2, K, return_nn=False, names=("p1", "p2", "lengths1", "lengths2")
+    p1,
+    p2,
+    lengths1,
+    lengths2,
+    *,
+    K=1,
+    norm=2,
+    return_nn=False,
+    names=("p1", "p2", "lengths1", "lengths2"),
 ) -> KNN:
     """:func:`knn_points` whose error messages use the caller's argument ``names``."""
     p1, lengths1 = as_padded(p1, lengths1, name=names[0])
@@ -203,8 +326,13 @@ def knn_points_named(
     validate_clouds(p1, p2, names[0], names[1])
     if isinstance(K, bool) or not isinstance(K, int) or K < 1:
         raise ValueError(f"K must be an int >= 1, got {K!r}")
+    if isinstance(norm, bool) or not isinstance(norm, int) or norm not in reference.NORMS:
+        raise ValueError(f"norm must be 1 (L1) or 2 (squared L2), got {norm!r}")
+    if K > MAX_K:
+        raise ValueError(f"K must be <= 2**31 - 1 (the kernels count neighbours in int32), got {K}")
     B, P1, D = p1.shape
     P2 = p2.shape[1]
+    _check_output_size(p1, P2, K, return_nn)
     lengths1 = _check_lengths(names[2], lengths1, B, P1, p1.device)
     lengths2 = _check_lengths(names[3], lengths2, B, P2, p1.device)
     compute = torch.float32 if p1.dtype in (torch.float16, torch.bfloat16) else p1.dtype
@@ -222,7 +350,7 @@ def knn_points_named(
         # parallel regions of a Chamfer forward + backward). On a failure it runs to name the
         # caller's argument.
         try:
-            dists, idx = torch.ops.crfold.knn_forward(a, b, lengths1, lengths2, K)
+            dists, idx = torch.ops.crfold.knn_forward(a, b, lengths1, lengths2, K, norm)
         except ValueError as exc:
             if "non-finite" in str(exc):
                 _check_finite(names[0], a, lengths1)
@@ -231,12 +359,16 @@ def knn_points_named(
     elif compiled:
         _check_finite(names[0], a, lengths1)
         _check_finite(names[1], b, lengths2)
-        dists, idx = torch.ops.crfold.knn_forward(a, b, lengths1, lengths2, K)
+        dists, idx = torch.ops.crfold.knn_forward(a, b, lengths1, lengths2, K, norm)
+    elif is_symbolic(a) or is_symbolic(b):  # the reference reads values: shapes only
+        idx = torch.full((B, P1, K), -1, dtype=torch.int64, device=a.device)
+        dists = reference.knn_dists_from_indices(a, b, idx, norm)
     else:
         _check_finite(names[0], a, lengths1)
         _check_finite(names[1], b, lengths2)
-        dists, idx = reference.knn_points_reference(a, b, lengths1, lengths2, K)
+        dists, idx = reference.knn_points_reference(a, b, lengths1, lengths2, K, norm)
     dists = dists.to(p1.dtype)
+    _check_overflow(dists, names)
     nn = reference.gather_points(p2, idx) if return_nn else None
     return KNN(dists, idx, nn)
 

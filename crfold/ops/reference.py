@@ -2,8 +2,10 @@
 
 Tests compare the compiled kernels to these functions, and :func:`crfold.ops.knn_points` falls
 back to them (with a one-time warning) when the extension cannot be built. They follow exactly the
-same conventions: squared L2 distances summed over coordinates in order ``0..D-1``, ascending
-order, ties broken by the lowest target index, padded outputs ``dist = 0`` and ``idx = -1``.
+same conventions: squared L2 (``norm=2``) or L1 (``norm=1``) distances summed over coordinates in
+order ``0..D-1``, ascending order, ties broken by the lowest target index, padded outputs
+``dist = 0`` and ``idx = -1``; the L1 gradient is ``sign(x - y)`` with ``sign(0) = 0`` (the
+subgradient of ``torch.abs``).
 
 Memory is bounded by processing queries in chunks, so the reference never materialises the full
 ``(B, P1, P2)`` distance matrix.
@@ -14,10 +16,24 @@ from __future__ import annotations
 import torch
 
 _CHUNK_PAIRS = 1 << 24  # pairs of (query, target) held at once per chunk
+NORMS = (1, 2)
+
+
+def pair_dists(diff: torch.Tensor, norm: int = 2) -> torch.Tensor:
+    """Distances from coordinate differences ``diff`` (..., D): ``sum diff**2`` (norm 2, squared
+    L2) or ``sum |diff|`` (norm 1, L1) over the last dimension."""
+    if norm == 1:
+        return diff.abs().sum(-1)
+    return (diff**2).sum(-1)
 
 
 def knn_indices_reference(
-    p1: torch.Tensor, p2: torch.Tensor, lengths1: torch.Tensor, lengths2: torch.Tensor, K: int
+    p1: torch.Tensor,
+    p2: torch.Tensor,
+    lengths1: torch.Tensor,
+    lengths2: torch.Tensor,
+    K: int,
+    norm: int = 2,
 ) -> torch.Tensor:
     """Indices of the K nearest neighbours by brute force (no gradient).
 
@@ -27,6 +43,7 @@ def knn_indices_reference(
         lengths1: (B,) int64, valid queries per cloud.
         lengths2: (B,) int64, valid targets per cloud.
         K: number of neighbours.
+        norm: 2 (squared L2) or 1 (L1).
 
     Returns:
         (B, P1, K) int64; -1 where the query is padding or fewer than K targets exist.
@@ -46,8 +63,9 @@ def knn_indices_reference(
             k = min(K, n2)
             for s in range(0, n1, chunk):
                 q = p1[b, s : min(n1, s + chunk)]  # (C, D)
-                # Same arithmetic as the kernels: sum of squared differences, no matmul.
-                d = ((q[:, None, :] - p2[b, None, :n2, :]) ** 2).sum(-1)  # (C, n2)
+                # Same arithmetic as the kernels: sum of squared (or absolute) differences, no
+                # matmul.
+                d = pair_dists(q[:, None, :] - p2[b, None, :n2, :], norm)  # (C, n2)
                 if k == 1:
                     # argmin returns the first minimal index: lowest-index ties.
                     nn = d.argmin(dim=1, keepdim=True)
@@ -78,10 +96,14 @@ def gather_points(points: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     return torch.where(valid.unsqueeze(-1), out, torch.zeros_like(out))
 
 
-def knn_dists_from_indices(p1: torch.Tensor, p2: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    """Squared distances ``||p1[b, i] - p2[b, idx[b, i, k]]||^2`` (0 where ``idx == -1``).
+def knn_dists_from_indices(
+    p1: torch.Tensor, p2: torch.Tensor, idx: torch.Tensor, norm: int = 2
+) -> torch.Tensor:
+    """Distances ``||p1[b, i] - p2[b, idx[b, i, k]]||^2`` (norm 2) or ``||...||_1`` (norm 1), 0
+    where ``idx == -1``.
 
-    Differentiable with respect to both clouds; the gradient at padded entries is 0.
+    Differentiable with respect to both clouds; the gradient at padded entries is 0, and the L1
+    gradient is ``sign(p1 - p2)`` with ``sign(0) = 0``.
 
     Returns:
         (B, P1, K) with the dtype of ``p1``.
@@ -90,18 +112,26 @@ def knn_dists_from_indices(p1: torch.Tensor, p2: torch.Tensor, idx: torch.Tensor
     valid = (idx >= 0).unsqueeze(-1)
     # Mask the difference before squaring: a NaN padded query gives 0 and a 0 gradient.
     diff = torch.where(valid, p1.unsqueeze(2) - nn, torch.zeros_like(nn))
-    return (diff**2).sum(-1)
+    return pair_dists(diff, norm)
 
 
 def knn_points_reference(
-    p1: torch.Tensor, p2: torch.Tensor, lengths1: torch.Tensor, lengths2: torch.Tensor, K: int
+    p1: torch.Tensor,
+    p2: torch.Tensor,
+    lengths1: torch.Tensor,
+    lengths2: torch.Tensor,
+    K: int,
+    norm: int = 2,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Reference of the compiled forward: ``(dists, idx)``, both (B, P1, K).
+    """Reference of the compiled forward: ``(dists, idx)``, both (B, P1, K); ``norm`` 2 (squared
+    L2) or 1 (L1).
 
     ``dists`` is differentiable with respect to ``p1`` and ``p2`` through plain torch autograd.
     """
-    idx = knn_indices_reference(p1, p2, lengths1, lengths2, K)
-    return knn_dists_from_indices(p1, p2, idx), idx
+    if norm not in NORMS:
+        raise ValueError(f"norm must be 1 or 2, got {norm!r}")
+    idx = knn_indices_reference(p1, p2, lengths1, lengths2, K, norm)
+    return knn_dists_from_indices(p1, p2, idx, norm), idx
 
 
 def chamfer_distance_reference(

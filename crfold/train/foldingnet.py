@@ -66,6 +66,7 @@ __all__ = [
     "open_split",
     "shard_loader",
     "train_loader",
+    "probe_splits",
     "training_splits",
     "up_axis",
     "validate",
@@ -143,7 +144,9 @@ def training_splits(cfg: TrainConfig) -> tuple[PointCloudSet, PointCloudSet]:
     of ``train_split`` is the validation set and is removed from training, so nothing is ever
     selected on the test split. Otherwise the data's own ``val_split``.
     """
-    if cfg.val_split == cfg.probe_split:  # refused for training; older runs still load and eval
+    # refused for training (older runs still load and eval); a holdout probe of a holdout-validated
+    # run is a validation measurement, and ``crfold eval --which best`` refuses its best.pt
+    if cfg.val_split == cfg.probe_split != "holdout":
         raise ValueError(
             f"val_split: {cfg.val_split!r} is also the probe split: best.pt would be selected on "
             "the split the results are scored on (use val_split=holdout)"
@@ -151,6 +154,17 @@ def training_splits(cfg: TrainConfig) -> tuple[PointCloudSet, PointCloudSet]:
     if cfg.val_split == "holdout":
         return _holdout(cfg)
     return open_split(cfg, cfg.train_split), open_split(cfg, cfg.val_split)
+
+
+def probe_splits(cfg: TrainConfig) -> tuple[PointCloudSet, PointCloudSet]:
+    """(fit, scored) sets of the probes: ``train_split`` and ``probe_split``.
+
+    ``probe_split="holdout"`` scores the validation part of ``train_split``; the probes are then
+    fit on the kept part only, so no scored shape is also a fitted one.
+    """
+    if cfg.probe_split == "holdout":
+        return _holdout(cfg)
+    return open_split(cfg, cfg.train_split), open_split(cfg, cfg.probe_split)
 
 
 def build_model(cfg: TrainConfig) -> FoldingNetVAE:

@@ -137,3 +137,31 @@ def test_a_run_selected_on_another_split_may_use_best(trained_run, tmp_path):
     check_selection(cfg, cfg, "best")
     shutil.copy(trained_run / "best.pt", tmp_path / "best.pt")
     assert probe_run(tmp_path, write=False)["checkpoint"] == "best"
+
+
+def test_a_holdout_probe_is_fit_on_the_kept_part_only(tiny_config, tmp_path):
+    """probe_split=holdout scores the validation part of train and fits on the rest: no shape
+    is both fitted and scored; training may validate on that holdout (best.pt is then refused)."""
+    from crfold.train import train
+    from crfold.train.foldingnet import probe_splits, training_splits
+
+    cfg = tiny_config(tmp_path / "run", "val_split=holdout", "probe_split=holdout",
+                      "val_fraction=0.25", "synthetic_train_shapes=20")  # fmt: skip
+    fit, scored = probe_splits(cfg)
+    kept, held = training_splits(cfg)
+    assert torch.equal(fit.points, kept.points) and torch.equal(scored.points, held.points)
+    assert len(fit) + len(scored) == 20 and len(scored) > 0
+    fitted = {tuple(p.flatten()[:6].tolist()) for p in fit.points}
+    assert not any(tuple(p.flatten()[:6].tolist()) in fitted for p in scored.points)
+    test_cfg = cfg.replace(probe_split="test")
+    fit_t, scored_t = probe_splits(test_cfg)
+    assert len(fit_t) == 20 and len(scored_t) == 8  # the whole train split against test
+    # a run validated and probed on the same holdout: training works, best.pt is refused
+    assert train(cfg, quiet=True)["status"] == "completed"
+    with pytest.raises(ValueError, match="--which last"):
+        probe_run(tmp_path / "run", write=False)
+    res = probe_run(tmp_path / "run", which="last", write=False)
+    assert res["test_split"] == "holdout" and 0 <= res["standardized"]["svm"]["accuracy"] <= 1
+    # val_split == probe_split is still refused for a split of the data (test, val)
+    with pytest.raises(ValueError, match="also the probe split"):
+        training_splits(cfg.replace(val_split="test", probe_split="test"))

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from crfold.cli import _command_line, build_parser, main
 from crfold.eval.consistency import FAMILIES
@@ -299,3 +300,30 @@ def test_variant_rows_of_their_own():
             parse_variant(bad)
     with pytest.raises(ValueError, match="listed twice"):
         plan_variants(["cr"], extra=[("cr", ("lam=1",))])
+
+
+@pytest.mark.slow
+def test_more_epochs_continue_a_finished_run_as_if_trained_for_them(tmp_path, capsys):
+    """epochs may grow (FoldingNet's learning rate is constant): the finished run is resumed, and
+    its weights equal those of a run trained for the larger budget from the start."""
+    from crfold.io import load_checkpoint
+
+    one = [a for a in SMALL if not a.startswith("epochs=")]
+    base = ["experiment", "table9", "--seeds", "1", "--modes", "cr", "--no-untrained"]
+    grown, fresh = tmp_path / "grown", tmp_path / "fresh"
+    assert main([*base, "--out", str(grown), *one, "epochs=1"]) == 0
+    capsys.readouterr()
+    assert main([*base, "--out", str(grown), *one, "epochs=2"]) == 0
+    run = grown / "runs" / "cr" / "seed0"
+    printed = capsys.readouterr().out
+    assert f"resume {run}" in printed and f"eval {run}" in printed and "train " not in printed
+    assert main([*base, "--out", str(fresh), *one, "epochs=2"]) == 0
+    a = load_checkpoint(run / "last.pt")
+    b = load_checkpoint(fresh / "runs" / "cr" / "seed0" / "last.pt")
+    assert a["step"] == b["step"] > 0
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in b["model"])
+    assert json.loads((run / "eval.json").read_text())["step"] == b["step"]
+    # fewer epochs than the finished run is refused, not a silent reuse
+    capsys.readouterr()
+    assert main([*base, "--out", str(grown), *one, "epochs=1"]) == 2
+    assert "already trained with more epochs than planned" in capsys.readouterr().err

@@ -173,8 +173,8 @@ def _reduce_points(t: torch.Tensor, how: str) -> torch.Tensor:
     """() reduction of the n valid per-point terms t (n,); 0 for an empty cloud."""
     if how == "sum":
         return t.sum()
-    if how == "max":
-        return t.max() if t.numel() else t.new_zeros(())
+    if how == "max":  # the gradient to the first maximal term, as crfold and PyTorch3D do
+        return t[t.detach().argmax()] if t.numel() else t.new_zeros(())
     return t.sum() / max(t.numel(), 1)
 
 
@@ -187,11 +187,14 @@ def brute_chamfer(
     squared: bool = True,
     point_reduction: str | None = "mean",
     batch_reduction: str | None = "mean",
-    direction_reduction: str = "sum",
+    direction_reduction: str | None = None,
     single_directional: bool = False,
     weights: torch.Tensor | None = None,
 ):
     """Chamfer distance by its definition in float64 on the CPU, differentiable in x and y.
+
+    ``direction_reduction=None`` is PyTorch3D's rule: the larger direction for
+    ``point_reduction="max"``, else their sum.
 
     Per-point term: squared distance to the nearest valid point of the other cloud (its square
     root unless ``squared``); 0 for padded points and for points whose other cloud is empty.
@@ -206,6 +209,8 @@ def brute_chamfer(
     P2 = y.shape[1]
     lx, ly = full_lengths(x_lengths, B, P1), full_lengths(y_lengths, B, P2)
     w = None if weights is None else weights.detach().to("cpu", torch.float64)
+    if direction_reduction is None:
+        direction_reduction = "max" if point_reduction == "max" else "sum"
     terms_x, terms_y, per_cloud = [], [], []
     for b in range(B):
         nx, ny = int(lx[b]), int(ly[b])

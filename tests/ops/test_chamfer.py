@@ -13,7 +13,7 @@ from .conftest import brute_chamfer, make_clouds
 
 POINT = ["mean", "sum", "max", None]
 BATCH = ["mean", "sum", None]
-DIRECTION = ["sum", "max", "mean"]
+DIRECTION = ["sum", "max", "mean", None]  # None: PyTorch3D's rule (max for point "max")
 XL, YL = [13, 5, 0, 1], [17, 0, 6, 1]  # ragged, with empty and single-point clouds
 
 
@@ -200,6 +200,41 @@ def test_gradient_equals_brute_force_autograd(point_reduction, direction_reducti
         torch.testing.assert_close(g, w, rtol=1e-12, atol=1e-12)
 
 
+def test_point_max_takes_the_larger_direction_by_default_as_pytorch3d():
+    x, y, xl, yl = ragged_case(seed=15)
+    tx, ty = chamfer_distance(x, y, xl, yl, point_reduction=None, batch_reduction=None)
+    cx, cy = tx.amax(dim=1), ty.amax(dim=1)  # (B,) per-cloud largest terms
+    got = chamfer_distance(x, y, xl, yl, point_reduction="max", batch_reduction=None)
+    assert torch.equal(got, torch.maximum(cx, cy))
+    summed = chamfer_distance(
+        x, y, xl, yl, point_reduction="max", batch_reduction=None, direction_reduction="sum"
+    )
+    assert torch.equal(summed, cx + cy)
+    # The other point reductions keep summing the directions by default.
+    for pr in ("mean", "sum"):
+        default = chamfer_distance(x, y, xl, yl, point_reduction=pr, batch_reduction=None)
+        explicit = chamfer_distance(
+            x, y, xl, yl, point_reduction=pr, batch_reduction=None, direction_reduction="sum"
+        )
+        assert torch.equal(default, explicit)
+
+
+@pytest.mark.parametrize("squared", [True, False])
+def test_point_max_gradient_goes_to_the_first_tied_point(squared):
+    # x[1] and x[3] tie for the largest term (4 squared, 2 unsquared), x[2] is close behind.
+    x = torch.tensor(
+        [[[0.0, 0, 0], [2, 0, 0], [0, 1.5, 0], [0, 0, -2]]], dtype=torch.float64, requires_grad=True
+    )
+    y = torch.zeros(1, 1, 3, dtype=torch.float64, requires_grad=True)
+    loss = chamfer_distance(x, y, squared=squared, point_reduction="max", single_directional=True)
+    assert loss.item() == (4.0 if squared else 2.0)
+    gx, gy = torch.autograd.grad(loss, (x, y))
+    want = torch.zeros_like(x)
+    want[0, 1, 0] = 4.0 if squared else 1.0  # the whole gradient to x[1], none to x[3]
+    assert torch.equal(gx, want)
+    assert torch.equal(gy, -want.sum(dim=1, keepdim=True))
+
+
 def test_gradients_bitwise_identical_on_two_runs():
     x, y = make_clouds(4, 1500, 1200, dtype=torch.float32, seed=10)
     runs = []
@@ -253,7 +288,7 @@ INVALID = [
     ("point_reduction", _cd(point_reduction="avg"), "point_reduction"),
     ("batch_reduction", _cd(batch_reduction="max"), "batch_reduction"),
     ("direction_reduction", _cd(direction_reduction="min"), "direction_reduction"),
-    ("direction None", _cd(direction_reduction=None), "direction_reduction"),
+    ("direction bool", _cd(direction_reduction=True), "direction_reduction"),
     ("point None batch mean", _cd(point_reduction=None), "batch_reduction"),
     ("point None batch sum", _cd(point_reduction=None, batch_reduction="sum"), "batch_reduction"),
     ("weights shape", _cd(weights=torch.ones(3)), "weights"),

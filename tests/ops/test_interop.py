@@ -14,6 +14,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from crfold.ops import chamfer_distance, knn_points
 from crfold.ops.interop import (
     as_padded,
     from_pyg,
@@ -210,6 +211,14 @@ def test_knn_matches_brute_force(k, devices):
         assert torch.equal(got.cpu(), expected), (device, k)
 
 
+def test_knn_pyg_documented_example():
+    # torch_geometric.nn.knn's docstring example: for each y, its 2 nearest x; row 0 indexes y.
+    x = torch.tensor([[-1.0, -1.0], [-1.0, 1.0], [1.0, -1.0], [1.0, 1.0]])
+    y = torch.tensor([[-1.0, 0.0], [1.0, 0.0]])
+    got = knn(x, y, 2, torch.tensor([0, 0, 0, 0]), torch.tensor([0, 0]))
+    assert got.tolist() == [[0, 0, 1, 1], [0, 1, 2, 3]]
+
+
 def test_knn_without_batches_and_errors():
     x, y = torch.randn(10, 2, dtype=torch.float64), torch.randn(4, 2, dtype=torch.float64)
     zeros_x, zeros_y = torch.zeros(10, dtype=torch.int64), torch.zeros(4, dtype=torch.int64)
@@ -227,10 +236,20 @@ def test_knn_without_batches_and_errors():
 
 
 class FakePointclouds:
-    """The two methods of pytorch3d.structures.Pointclouds that crfold relies on."""
+    """The methods of pytorch3d.structures.Pointclouds that crfold relies on: the points, their
+    number per cloud, and ``normals_padded()`` (None when the clouds carry no normals)."""
 
-    def __init__(self, clouds):
+    def __init__(self, clouds, normals=None):
         self.clouds = clouds
+        self.normals = normals
+
+    def normals_padded(self):
+        if self.normals is None:
+            return None
+        out = torch.zeros(len(self.normals), max(n.shape[0] for n in self.normals), 3)
+        for b, n in enumerate(self.normals):
+            out[b, : n.shape[0]] = n
+        return out
 
     def num_points_per_cloud(self):
         return torch.tensor([c.shape[0] for c in self.clouds], dtype=torch.int64)
@@ -259,6 +278,24 @@ def test_from_pytorch3d_and_as_padded_with_a_fake_pointclouds():
         from_pytorch3d(torch.randn(2, 4, 3))
 
 
+def test_pointclouds_with_normals_are_refused_by_the_ops_that_ignore_normals():
+    clouds = [torch.randn(4, 3), torch.randn(2, 3)]
+    plain = FakePointclouds(clouds)
+    with_normals = FakePointclouds(clouds, normals=[torch.randn(4, 3), torch.randn(2, 3)])
+    y = torch.randn(2, 5, 3)
+    with pytest.raises(ValueError, match="p1 is a pytorch3d Pointclouds with normals"):
+        knn_points(with_normals, y)
+    with pytest.raises(ValueError, match=r"\by is a pytorch3d Pointclouds with normals"):
+        chamfer_distance(y, with_normals)
+    with pytest.raises(ValueError, match="from_pytorch3d"):  # the message names the way out
+        chamfer_distance(with_normals, y)
+    # Without normals, or through from_pytorch3d (points only, explicitly): the padded result.
+    padded, lengths = from_pytorch3d(with_normals)
+    want = chamfer_distance(padded, y, lengths)
+    assert torch.equal(chamfer_distance(plain, y), want)
+    assert torch.equal(knn_points(plain, y, K=2).idx, knn_points(padded, y, lengths, K=2).idx)
+
+
 def test_as_padded_passes_tensors_through_and_converts_pyg_objects():
     x, lengths = torch.randn(2, 5, 3), torch.tensor([5, 3])
     out = as_padded(x, lengths)
@@ -284,19 +321,108 @@ def test_missing_optional_libraries_name_what_to_install(monkeypatch):
 # --- the real libraries, when installed ------------------------------------------------------
 
 
-def test_pyg_batch_round_trip_and_knn_graph_parity():
-    pyg = pytest.importorskip("torch_geometric", reason="torch_geometric is not installed")
+def test_pyg_batch_round_trip():
+    pytest.importorskip("torch_geometric", reason="torch_geometric is not installed")
     padded = torch.randn(3, 8, 3)
     lengths = torch.tensor([8, 5, 2])
     data = to_pyg_batch(padded, lengths)
     assert data.num_graphs == 3 and data.pos.shape == (15, 3)
+    assert data.batch.tolist() == [0] * 8 + [1] * 5 + [2] * 2
     p2, l2 = from_pyg(data)
     assert torch.equal(l2, lengths) and torch.equal(p2[1, :5], padded[1, :5])
-    try:  # PyG's own kNN needs pyg-lib or torch-cluster, which PyPI does not carry
-        theirs = pyg.nn.knn_graph(data.pos, 3, data.batch)
-    except ImportError as exc:
-        pytest.skip(f"torch_geometric.nn.knn_graph is unavailable here: {exc}")
-    ours = knn_graph(data.pos, 3, data.batch)
+    # A real Batch goes straight into the padded ops.
+    y = torch.randn(3, 6, 3)
+    want = chamfer_distance(padded, y, lengths)
+    assert torch.equal(chamfer_distance(data, y), want)
+
+
+@pytest.mark.parametrize("max_points", [None, 9])
+def test_from_pyg_matches_pyg_to_dense_batch(max_points):
+    pyg_utils = pytest.importorskip("torch_geometric.utils", reason="torch_geometric is absent")
+    pos, batch = ragged([3, 0, 5, 1], integer=False)
+    padded, lengths = from_pyg(pos, batch, max_points, batch_size=6)
+    dense, mask = pyg_utils.to_dense_batch(pos, batch, max_num_nodes=max_points, batch_size=6)
+    assert torch.equal(padded, dense)
+    assert torch.equal(lengths, mask.sum(1))
+
+
+def _pyg_sum_of_neighbours(pyg_nn, flow):
+    """A torch_geometric MessagePassing layer: each centre sums its neighbours' features."""
+
+    class SumNeighbours(pyg_nn.MessagePassing):
+        def __init__(self):
+            super().__init__(aggr="add", flow=flow)
+
+        def forward(self, x, edge_index):
+            return self.propagate(edge_index, x=x)
+
+        def message(self, x_j):
+            return x_j
+
+    return SumNeighbours()
+
+
+@pytest.mark.parametrize("loop", [False, True])
+@pytest.mark.parametrize("flow", ["source_to_target", "target_to_source"])
+def test_knn_graph_in_pyg_message_passing(flow, loop):
+    """PyG's documented contract: with knn_graph(..., flow=f) fed to a MessagePassing layer of
+    the same flow, every centre aggregates exactly its k nearest neighbours of its own cloud."""
+    pyg_nn = pytest.importorskip("torch_geometric.nn", reason="torch_geometric is not installed")
+    pyg_utils = pytest.importorskip("torch_geometric.utils")
+    sizes, k = [12, 1, 7, 0, 20], 4
+    pos, batch = ragged(sizes, seed=3, integer=False)
+    feats = torch.randn(pos.shape[0], 5, dtype=torch.float64)
+    edge_index = knn_graph(pos, k, batch, loop=loop, flow=flow)
+    got = _pyg_sum_of_neighbours(pyg_nn, flow)(feats, edge_index)
+    nbrs = brute_neighbours(pos, pos, batch, batch, k, exclude_self=not loop)
+    want = torch.stack([feats[n].sum(0) if n else feats.new_zeros(5) for n in nbrs])
+    torch.testing.assert_close(got, want)
+    centre = edge_index[1] if flow == "source_to_target" else edge_index[0]
+    n = torch.tensor(sizes)[batch]  # size of each node's cloud
+    want_degree = torch.minimum(torch.tensor(k), n if loop else n - 1)
+    assert torch.equal(pyg_utils.degree(centre, pos.shape[0]).long(), want_degree)
+    assert pyg_utils.contains_self_loops(edge_index) == loop
+    assert torch.equal(batch[edge_index[0]], batch[edge_index[1]])  # never across clouds
+
+
+def test_knn_graph_dense_adjacency_matches_brute_force():
+    pyg_utils = pytest.importorskip("torch_geometric.utils", reason="torch_geometric is absent")
+    sizes, k = [6, 9, 2], 3
+    pos, batch = ragged(sizes, seed=5)  # integer coordinates: ties by the lowest index
+    adj = pyg_utils.to_dense_adj(knn_graph(pos, k, batch), batch)  # (B, P, P) [b, src, dst]
+    want = torch.zeros(3, 9, 9)
+    start = [0, 6, 15]
+    for i, nbrs in enumerate(brute_neighbours(pos, pos, batch, batch, k, exclude_self=True)):
+        b = int(batch[i])
+        for j in nbrs:
+            want[b, j - start[b], i - start[b]] = 1
+    assert torch.equal(adj, want)
+
+
+def _with_pyg_knn():
+    pyg = pytest.importorskip("torch_geometric", reason="torch_geometric is not installed")
+    if not pyg.typing.WITH_KNN:
+        pytest.skip("torch_geometric's knn/knn_graph need pyg-lib, which PyPI does not carry")
+    return pyg
+
+
+@pytest.mark.parametrize("loop", [False, True])
+@pytest.mark.parametrize("flow", ["source_to_target", "target_to_source"])
+def test_knn_graph_equals_pyg_knn_graph(flow, loop):
+    pyg = _with_pyg_knn()
+    pos, batch = ragged([12, 1, 7, 20], seed=6, integer=False)  # no ties: one answer
+    theirs = pyg.nn.knn_graph(pos, 4, batch, loop=loop, flow=flow)
+    ours = knn_graph(pos, 4, batch, loop=loop, flow=flow)
+    key = lambda e: sorted(map(tuple, e.T.tolist()))  # noqa: E731 - edge sets, any order
+    assert key(ours) == key(theirs)
+
+
+def test_knn_equals_pyg_knn():
+    pyg = _with_pyg_knn()
+    x, bx = ragged([6, 3, 9], seed=7, integer=False)
+    y, by = ragged([3, 2, 5], seed=8, integer=False)
+    theirs = pyg.nn.knn(x, y, 4, bx, by)
+    ours = knn(x, y, 4, bx, by)
     key = lambda e: sorted(map(tuple, e.T.tolist()))  # noqa: E731 - edge sets, any order
     assert key(ours) == key(theirs)
 

@@ -9,11 +9,11 @@
 
 TORCH_LIBRARY(crfold, m) {
   m.def(
-      "knn_forward(Tensor p1, Tensor p2, Tensor lengths1, Tensor lengths2, int K)"
+      "knn_forward(Tensor p1, Tensor p2, Tensor lengths1, Tensor lengths2, int K, int norm=2)"
       " -> (Tensor, Tensor)");
   m.def(
       "knn_backward(Tensor grad_dists, Tensor p1, Tensor p2, Tensor lengths1, "
-      "Tensor lengths2, Tensor idx, bool deterministic) -> (Tensor, Tensor)");
+      "Tensor lengths2, Tensor idx, bool deterministic, int norm=2) -> (Tensor, Tensor)");
   m.def("graph_max_pool_forward(Tensor features, Tensor neighbours) -> (Tensor, Tensor)");
   m.def(
       "graph_max_pool_backward(Tensor grad_out, Tensor winners, int num_points, "

@@ -1,12 +1,14 @@
 // kd-tree forward for large target clouds. Exact: the distances come from the same
-// sq_dist_accumulate() as the brute force and candidates enter through topk_insert(), so the
-// result (distances and lowest-index ties) is identical to the brute force kernel.
+// dist_accumulate<NORM>() as the brute force and candidates enter through topk_insert(), so the
+// result (distances and lowest-index ties) is identical to the brute force kernel, for the
+// squared L2 and the L1 distance alike.
 //
 // Pruning is safe without a margin: a node's box distance is computed with the same monotone
-// floating-point steps as a point distance, from a clamp that is never farther than the point,
-// so the computed bound never exceeds the computed distance of any point inside the box. A node
-// is skipped only when its bound is strictly larger than the current K-th distance, so an equal
-// distance with a lower index is never missed.
+// floating-point steps as a point distance (per coordinate a rounded |difference| or squared
+// difference, then a rounded sum), from a clamp that is never farther than the point in any
+// coordinate, so the computed bound never exceeds the computed distance of any point inside the
+// box. A node is skipped only when its bound is strictly larger than the current K-th distance,
+// so an equal distance with a lower index is never missed.
 #include <algorithm>
 #include <numeric>
 #include <vector>
@@ -82,18 +84,20 @@ struct KdTree {
     return id;
   }
 
+  template <int NORM>
   T box_dist(int32_t node, const T* q) const {
     const T* lo = &lo_box[static_cast<size_t>(node) * D];
     const T* hi = &hi_box[static_cast<size_t>(node) * D];
     T acc = T(0);
     for (int d = 0; d < D; ++d) {
       const T c = q[d] < lo[d] ? lo[d] : (q[d] > hi[d] ? hi[d] : q[d]);
-      acc = sq_dist_accumulate(acc, q[d], c);
+      acc = dist_accumulate<NORM>(acc, q[d], c);
     }
     return acc;
   }
 
   // Writes the K nearest (ascending, lowest-index ties) into od/oi; returns how many exist.
+  template <int NORM>
   int query(const T* q, int K, T* od, int64_t* oi) const {
     struct Item {
       int32_t node;
@@ -102,14 +106,14 @@ struct KdTree {
     Item stack[128];
     int sp = 0;
     int count = 0;
-    stack[sp++] = {0, box_dist(0, q)};
+    stack[sp++] = {0, box_dist<NORM>(0, q)};
     while (sp > 0) {
       const Item it = stack[--sp];
       if (count == K && it.bound > od[K - 1]) continue;
       const Node& nd = nodes[it.node];
       if (nd.left < 0) {
         for (int64_t pos = nd.lo; pos < nd.hi; ++pos) {
-          const T d = sq_dist(q, 1, &pts[pos], n, D);
+          const T d = point_dist<NORM>(q, 1, &pts[pos], n, D);
           const int64_t j = ids[pos];
           if (count < K || precedes(d, j, od[K - 1], oi[K - 1])) {
             count = topk_insert(od, oi, count, K, d, j);
@@ -117,7 +121,7 @@ struct KdTree {
         }
         continue;
       }
-      const T bl = box_dist(nd.left, q), br = box_dist(nd.right, q);
+      const T bl = box_dist<NORM>(nd.left, q), br = box_dist<NORM>(nd.right, q);
       // Push the farther child first so that the nearer one is visited next.
       if (bl <= br) {
         stack[sp++] = {nd.right, br};
@@ -131,7 +135,7 @@ struct KdTree {
   }
 };
 
-template <typename T>
+template <typename T, int NORM>
 void kdtree_forward(const at::Tensor& p1, const at::Tensor& p2, const int64_t* l1,
                     const int64_t* l2, int K, at::Tensor& dists, at::Tensor& idx) {
   const int64_t B = p1.size(0), P1 = p1.size(1), P2 = p2.size(1);
@@ -153,7 +157,7 @@ void kdtree_forward(const at::Tensor& p1, const at::Tensor& p2, const int64_t* l
     const int64_t i0 = (item % blocks) * kTreeQueryBlock;
     const int64_t i1 = std::min(l1[b], i0 + kTreeQueryBlock);
     for (int64_t w = b * P1 + i0; w < b * P1 + i1; ++w) {
-      const int count = trees[b].query(x1 + w * D, K, od + w * K, oi + w * K);
+      const int count = trees[b].template query<NORM>(x1 + w * D, K, od + w * K, oi + w * K);
       for (int k = count; k < K; ++k) {
         od[w * K + k] = T(0);
         oi[w * K + k] = -1;
@@ -165,11 +169,16 @@ void kdtree_forward(const at::Tensor& p1, const at::Tensor& p2, const int64_t* l
 }  // namespace
 
 void knn_forward_kdtree_cpu(const at::Tensor& p1, const at::Tensor& p2, const at::Tensor& lengths1,
-                            const at::Tensor& lengths2, int64_t K, at::Tensor& dists,
+                            const at::Tensor& lengths2, int64_t K, int64_t norm, at::Tensor& dists,
                             at::Tensor& idx) {
   AT_DISPATCH_FLOATING_TYPES(p1.scalar_type(), "crfold_knn_kdtree_cpu", [&] {
-    kdtree_forward<scalar_t>(p1, p2, lengths1.data_ptr<int64_t>(), lengths2.data_ptr<int64_t>(),
-                             static_cast<int>(K), dists, idx);
+    const int64_t* l1 = lengths1.data_ptr<int64_t>();
+    const int64_t* l2 = lengths2.data_ptr<int64_t>();
+    if (norm == kNormL1) {
+      kdtree_forward<scalar_t, kNormL1>(p1, p2, l1, l2, static_cast<int>(K), dists, idx);
+    } else {
+      kdtree_forward<scalar_t, kNormL2>(p1, p2, l1, l2, static_cast<int>(K), dists, idx);
+    }
   });
 }
 

@@ -18,25 +18,29 @@
 namespace crfold {
 
 // Brute force / kd-tree forward on CPU. p1 (B,P1,D), p2 (B,P2,D) contiguous float/double;
-// lengths (B,) int64. Returns dists (B,P1,K) and idx (B,P1,K) int64 (padding: 0 and -1).
+// lengths (B,) int64; norm 2 (squared L2) or 1 (L1). Returns dists (B,P1,K) and idx (B,P1,K)
+// int64 (padding: 0 and -1).
 std::tuple<at::Tensor, at::Tensor> knn_forward_cpu(const at::Tensor& p1, const at::Tensor& p2,
                                                    const at::Tensor& lengths1,
-                                                   const at::Tensor& lengths2, int64_t K);
+                                                   const at::Tensor& lengths2, int64_t K,
+                                                   int64_t norm);
 
-// Gradients of sum(grad_dists * dists) with respect to p1 and p2; deterministic on CPU.
+// Gradients of sum(grad_dists * dists) with respect to p1 and p2 (for the forward's norm; the L1
+// subgradient takes sign(0) = 0); deterministic on CPU.
 std::tuple<at::Tensor, at::Tensor> knn_backward_cpu(const at::Tensor& grad_dists,
                                                     const at::Tensor& p1, const at::Tensor& p2,
                                                     const at::Tensor& lengths1,
                                                     const at::Tensor& lengths2,
-                                                    const at::Tensor& idx, bool deterministic);
+                                                    const at::Tensor& idx, bool deterministic,
+                                                    int64_t norm);
 
 // kd-tree forward for large target clouds (kdtree_cpu.cpp); same contract as knn_forward_cpu.
 void knn_forward_kdtree_cpu(const at::Tensor& p1, const at::Tensor& p2, const at::Tensor& lengths1,
-                            const at::Tensor& lengths2, int64_t K, at::Tensor& dists,
+                            const at::Tensor& lengths2, int64_t K, int64_t norm, at::Tensor& dists,
                             at::Tensor& idx);
 
 // Shared argument checks of the forward (TORCH_CHECK_VALUE: a Python ValueError).
 void check_knn_inputs(const at::Tensor& p1, const at::Tensor& p2, const at::Tensor& lengths1,
-                      const at::Tensor& lengths2, int64_t K);
+                      const at::Tensor& lengths2, int64_t K, int64_t norm);
 
 }  // namespace crfold

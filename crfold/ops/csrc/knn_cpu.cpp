@@ -1,5 +1,6 @@
 // CPU kNN: blocked brute force (vectorized distance loop, threads taking query blocks as they
 // free up), a kd-tree for large target clouds (kdtree_cpu.cpp), and a deterministic backward.
+// Squared L2 (norm 2) or L1 (norm 1) distances: the norm is a template argument of the loops.
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
@@ -58,22 +59,27 @@ struct Simd {
   }
 };
 
-// Distances of one query to W targets stored SoA: the vector form of sq_dist() (same order of
-// operations, so the lanes equal the scalar sq_dist() bit for bit).
-template <typename T, int DT>
+// Distances of one query to W targets stored SoA: the vector form of point_dist<NORM>() (same
+// order of operations, so the lanes equal the scalar point_dist<NORM>() bit for bit).
+template <typename T, int DT, int NORM>
 inline typename Simd<T>::V lane_dists(const typename Simd<T>::V* qv,
                                       const typename Simd<T>::V* tv) {
-  typename Simd<T>::V acc = typename Simd<T>::V{};
+  using V = typename Simd<T>::V;
+  V acc = V{};
   for (int d = 0; d < DT; ++d) {
-    const typename Simd<T>::V diff = qv[d] - tv[d];
-    acc = acc + diff * diff;
+    const V diff = qv[d] - tv[d];
+    if constexpr (NORM == kNormL1) {
+      acc = acc + (diff < V{} ? -diff : diff);  // abs_value(), lane by lane
+    } else {
+      acc = acc + diff * diff;
+    }
   }
   return acc;
 }
 
 // K = 1 for Q queries at once: per-lane running minimum (vector compare + blend), then a
 // lowest-index reduction over the lanes and the scalar tail.
-template <typename T, int DT, int Q>
+template <typename T, int DT, int Q, int NORM>
 inline void nn1_queries(const T* q, const T* t, int64_t stride, int64_t n, T* od, int64_t* oi) {
   using S = Simd<T>;
   using V = typename S::V;
@@ -97,7 +103,7 @@ inline void nn1_queries(const T* q, const T* t, int64_t stride, int64_t n, T* od
       for (int d = 0; d < DT; ++d) tv[d] = S::load(t + d * stride + j0);
       const VI jv = lane + typename S::I(j0);
       for (int r = 0; r < Q; ++r) {
-        const V dist = lane_dists<T, DT>(qv[r], tv);
+        const V dist = lane_dists<T, DT, NORM>(qv[r], tv);
         const VI lt = dist < bd[r];  // strict: within a lane the earlier index wins ties
         bd[r] = lt ? dist : bd[r];
         bi[r] = lt ? jv : bi[r];
@@ -116,7 +122,7 @@ inline void nn1_queries(const T* q, const T* t, int64_t stride, int64_t n, T* od
   }
   for (int r = 0; r < Q; ++r) {
     for (int64_t j = j0; j < n; ++j) {
-      const T d = sq_dist(q + r * DT, 1, t + j, stride, DT);
+      const T d = point_dist<NORM>(q + r * DT, 1, t + j, stride, DT);
       if (best_i[r] < 0 || precedes(d, j, best_d[r], best_i[r])) {
         best_d[r] = d;
         best_i[r] = j;
@@ -129,7 +135,7 @@ inline void nn1_queries(const T* q, const T* t, int64_t stride, int64_t n, T* od
 
 // K > 1: targets arrive in ascending index, so a candidate enters only if strictly closer; a
 // vector compare against the current K-th distance skips most chunks.
-template <typename T, int DT>
+template <typename T, int DT, int NORM>
 inline void knn_query(const T* q, const T* t, int64_t stride, int64_t n, int K, T* od,
                       int64_t* oi) {
   using S = Simd<T>;
@@ -143,7 +149,7 @@ inline void knn_query(const T* q, const T* t, int64_t stride, int64_t n, int K, 
   for (; j0 + W <= n; j0 += W) {
     V tv[DT];
     for (int d = 0; d < DT; ++d) tv[d] = S::load(t + d * stride + j0);
-    const V dist = lane_dists<T, DT>(qv, tv);
+    const V dist = lane_dists<T, DT, NORM>(qv, tv);
     if (count == K) {
       const VI lt = dist < (V{} + od[K - 1]);
       bool any = false;
@@ -155,7 +161,7 @@ inline void knn_query(const T* q, const T* t, int64_t stride, int64_t n, int K, 
     }
   }
   for (; j0 < n; ++j0) {
-    const T d = sq_dist(q, 1, t + j0, stride, DT);
+    const T d = point_dist<NORM>(q, 1, t + j0, stride, DT);
     if (count < K || d < od[K - 1]) count = topk_insert(od, oi, count, K, d, j0);
   }
   for (int k = count; k < K; ++k) {  // fewer than K targets: padding
@@ -165,12 +171,12 @@ inline void knn_query(const T* q, const T* t, int64_t stride, int64_t n, int K, 
 }
 
 // Any D (beyond the specialised 1..8): scalar distances, same arithmetic.
-template <typename T>
+template <typename T, int NORM>
 inline void knn_query_generic(const T* q, const T* t, int64_t stride, int64_t n, int D, int K,
                               T* od, int64_t* oi) {
   int count = 0;
   for (int64_t j = 0; j < n; ++j) {
-    const T d = sq_dist(q, 1, t + j, stride, D);
+    const T d = point_dist<NORM>(q, 1, t + j, stride, D);
     if (count < K || d < od[K - 1]) count = topk_insert(od, oi, count, K, d, j);
   }
   for (int k = count; k < K; ++k) {
@@ -179,33 +185,34 @@ inline void knn_query_generic(const T* q, const T* t, int64_t stride, int64_t n,
   }
 }
 
-template <typename T, int DT>
+template <typename T, int DT, int NORM>
 void brute_block(const T* p1, const T* soa, int64_t P1, int64_t P2, int D, int K, int64_t b,
                  int64_t i0, int64_t i1, int64_t n2, T* od, int64_t* oi) {
   const T* t = soa + b * D * P2;
   const int64_t base = b * P1;
   if constexpr (DT == 0) {
     for (int64_t i = i0; i < i1; ++i) {
-      knn_query_generic(p1 + (base + i) * D, t, P2, n2, D, K, od + (base + i) * K,
-                        oi + (base + i) * K);
+      knn_query_generic<T, NORM>(p1 + (base + i) * D, t, P2, n2, D, K, od + (base + i) * K,
+                                 oi + (base + i) * K);
     }
   } else if (K == 1) {
     int64_t i = i0;
     for (; i + kQueries <= i1; i += kQueries) {
-      nn1_queries<T, DT, kQueries>(p1 + (base + i) * DT, t, P2, n2, od + base + i, oi + base + i);
+      nn1_queries<T, DT, kQueries, NORM>(p1 + (base + i) * DT, t, P2, n2, od + base + i,
+                                         oi + base + i);
     }
     for (; i < i1; ++i) {
-      nn1_queries<T, DT, 1>(p1 + (base + i) * DT, t, P2, n2, od + base + i, oi + base + i);
+      nn1_queries<T, DT, 1, NORM>(p1 + (base + i) * DT, t, P2, n2, od + base + i, oi + base + i);
     }
   } else {
     for (int64_t i = i0; i < i1; ++i) {
-      knn_query<T, DT>(p1 + (base + i) * DT, t, P2, n2, K, od + (base + i) * K,
-                       oi + (base + i) * K);
+      knn_query<T, DT, NORM>(p1 + (base + i) * DT, t, P2, n2, K, od + (base + i) * K,
+                             oi + (base + i) * K);
     }
   }
 }
 
-template <typename T>
+template <typename T, int NORM>
 void forward_brute(const at::Tensor& p1, const at::Tensor& p2, const int64_t* l1, const int64_t* l2,
                    int K, at::Tensor& dists, at::Tensor& idx) {
   const int64_t B = p1.size(0), P1 = p1.size(1), P2 = p2.size(1);
@@ -237,9 +244,9 @@ void forward_brute(const at::Tensor& p1, const at::Tensor& p2, const int64_t* l1
     const int64_t n2 = l2[b];
     if (i0 >= i1 || n2 == 0) return;
     switch (D) {
-#define CRFOLD_CASE(DV)                                               \
-  case DV:                                                            \
-    brute_block<T, DV>(pp1, ps, P1, P2, D, K, b, i0, i1, n2, od, oi); \
+#define CRFOLD_CASE(DV)                                                     \
+  case DV:                                                                  \
+    brute_block<T, DV, NORM>(pp1, ps, P1, P2, D, K, b, i0, i1, n2, od, oi); \
     break;
       CRFOLD_CASE(1)
       CRFOLD_CASE(2)
@@ -251,7 +258,7 @@ void forward_brute(const at::Tensor& p1, const at::Tensor& p2, const int64_t* l1
       CRFOLD_CASE(8)
 #undef CRFOLD_CASE
       default:
-        brute_block<T, 0>(pp1, ps, P1, P2, D, K, b, i0, i1, n2, od, oi);
+        brute_block<T, 0, NORM>(pp1, ps, P1, P2, D, K, b, i0, i1, n2, od, oi);
     }
   });
 }
@@ -277,7 +284,8 @@ std::pair<int64_t, int64_t> first_non_finite(const at::Tensor& p, const int64_t*
 
 template <typename T>
 void backward_impl(const at::Tensor& grad, const at::Tensor& p1, const at::Tensor& p2,
-                   const at::Tensor& idx, const int64_t* l1, at::Tensor& g1, at::Tensor& g2) {
+                   const at::Tensor& idx, const int64_t* l1, int norm, at::Tensor& g1,
+                   at::Tensor& g2) {
   const int64_t B = p1.size(0), P1 = p1.size(1), P2 = p2.size(1), D = p1.size(2);
   const int64_t K = idx.size(2);
   const T* g = grad.data_ptr<T>();
@@ -300,7 +308,7 @@ void backward_impl(const at::Tensor& grad, const at::Tensor& p1, const at::Tenso
         if (j < 0) continue;
         const T gg = g[w * K + k];
         for (int64_t d = 0; d < D; ++d) {
-          o1[w * D + d] += pair_grad(gg, x1[w * D + d], x2[(b * P2 + j) * D + d]);
+          o1[w * D + d] += pair_grad(gg, x1[w * D + d], x2[(b * P2 + j) * D + d], norm);
         }
       }
     }
@@ -321,7 +329,7 @@ void backward_impl(const at::Tensor& grad, const at::Tensor& p1, const at::Tenso
         if (j < j0 || j >= j1) continue;
         const T gg = g[q * K + k];
         for (int64_t d = 0; d < D; ++d) {
-          o2[(b * P2 + j) * D + d] -= pair_grad(gg, x1[q * D + d], x2[(b * P2 + j) * D + d]);
+          o2[(b * P2 + j) * D + d] -= pair_grad(gg, x1[q * D + d], x2[(b * P2 + j) * D + d], norm);
         }
       }
     }
@@ -331,7 +339,7 @@ void backward_impl(const at::Tensor& grad, const at::Tensor& p1, const at::Tenso
 }  // namespace
 
 void check_knn_inputs(const at::Tensor& p1, const at::Tensor& p2, const at::Tensor& lengths1,
-                      const at::Tensor& lengths2, int64_t K) {
+                      const at::Tensor& lengths2, int64_t K, int64_t norm) {
   TORCH_CHECK_VALUE(p1.dim() == 3, "p1 must have shape (B, P1, D), got ", p1.sizes());
   TORCH_CHECK_VALUE(p2.dim() == 3, "p2 must have shape (B, P2, D), got ", p2.sizes());
   TORCH_CHECK_VALUE(p1.size(0) == p2.size(0), "p1 and p2 batch sizes differ");
@@ -342,6 +350,7 @@ void check_knn_inputs(const at::Tensor& p1, const at::Tensor& p2, const at::Tens
       p1.scalar_type() == at::kFloat || p1.scalar_type() == at::kDouble,
       "the kNN kernel takes float32 or float64 (crfold.ops.knn_points casts half precision)");
   TORCH_CHECK_VALUE(K >= 1, "K must be >= 1, got ", K);
+  TORCH_CHECK_VALUE(norm == kNormL1 || norm == kNormL2, "norm must be 1 or 2, got ", norm);
   const int64_t B = p1.size(0);
   for (const auto* l : {&lengths1, &lengths2}) {
     const char* name = l == &lengths1 ? "lengths1" : "lengths2";
@@ -352,8 +361,9 @@ void check_knn_inputs(const at::Tensor& p1, const at::Tensor& p2, const at::Tens
 
 std::tuple<at::Tensor, at::Tensor> knn_forward_cpu(const at::Tensor& p1_in, const at::Tensor& p2_in,
                                                    const at::Tensor& lengths1_in,
-                                                   const at::Tensor& lengths2_in, int64_t K) {
-  check_knn_inputs(p1_in, p2_in, lengths1_in, lengths2_in, K);
+                                                   const at::Tensor& lengths2_in, int64_t K,
+                                                   int64_t norm) {
+  check_knn_inputs(p1_in, p2_in, lengths1_in, lengths2_in, K, norm);
   const at::Tensor p1 = p1_in.contiguous(), p2 = p2_in.contiguous();
   const at::Tensor lengths1 = lengths1_in.contiguous(), lengths2 = lengths2_in.contiguous();
   const int64_t B = p1.size(0), P1 = p1.size(1), P2 = p2.size(1);
@@ -380,20 +390,20 @@ std::tuple<at::Tensor, at::Tensor> knn_forward_cpu(const at::Tensor& p1_in, cons
     }();
     const int64_t kd_min = env_min >= 0 ? env_min : (K == 1 ? kKdTreeMinK1 : kKdTreeMinKn);
     if (max_n2 >= kd_min && p1.size(2) <= kKdTreeMaxD) {
-      knn_forward_kdtree_cpu(p1, p2, lengths1, lengths2, K, dists, idx);
+      knn_forward_kdtree_cpu(p1, p2, lengths1, lengths2, K, norm, dists, idx);
+    } else if (norm == kNormL1) {
+      forward_brute<scalar_t, kNormL1>(p1, p2, l1, l2, static_cast<int>(K), dists, idx);
     } else {
-      forward_brute<scalar_t>(p1, p2, l1, l2, static_cast<int>(K), dists, idx);
+      forward_brute<scalar_t, kNormL2>(p1, p2, l1, l2, static_cast<int>(K), dists, idx);
     }
   });
   return {dists, idx};
 }
 
-std::tuple<at::Tensor, at::Tensor> knn_backward_cpu(const at::Tensor& grad_dists,
-                                                    const at::Tensor& p1_in,
-                                                    const at::Tensor& p2_in,
-                                                    const at::Tensor& lengths1,
-                                                    const at::Tensor& lengths2,
-                                                    const at::Tensor& idx_in, bool deterministic) {
+std::tuple<at::Tensor, at::Tensor> knn_backward_cpu(
+    const at::Tensor& grad_dists, const at::Tensor& p1_in, const at::Tensor& p2_in,
+    const at::Tensor& lengths1, const at::Tensor& lengths2, const at::Tensor& idx_in,
+    bool deterministic, int64_t norm) {
   (void)lengths2;
   (void)deterministic;  // the CPU backward is always deterministic
   const at::Tensor p1 = p1_in.contiguous(), p2 = p2_in.contiguous();
@@ -406,8 +416,10 @@ std::tuple<at::Tensor, at::Tensor> knn_backward_cpu(const at::Tensor& grad_dists
     if (g->nbytes() > 0) std::memset(g->data_ptr(), 0, g->nbytes());
   }
   TORCH_CHECK_VALUE(grad.sizes() == idx.sizes(), "grad_dists must match idx in shape");
+  TORCH_CHECK_VALUE(norm == kNormL1 || norm == kNormL2, "norm must be 1 or 2, got ", norm);
   AT_DISPATCH_FLOATING_TYPES(p1.scalar_type(), "crfold_knn_backward_cpu", [&] {
-    backward_impl<scalar_t>(grad, p1, p2, idx, l1.data_ptr<int64_t>(), g1, g2);
+    backward_impl<scalar_t>(grad, p1, p2, idx, l1.data_ptr<int64_t>(), static_cast<int>(norm), g1,
+                            g2);
   });
   return {g1, g2};
 }

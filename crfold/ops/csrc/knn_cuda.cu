@@ -1,7 +1,8 @@
 // CUDA kNN kernels: the target cloud is streamed through shared-memory tiles, each thread keeps
 // several queries in registers, and when B * query blocks cannot fill the GPU the target is split
 // across blocks (partial top-K lists merged by a second kernel). Offsets are int64. The distance
-// arithmetic and the top-K insertion come from knn_common.h, shared with the CPU kernel.
+// arithmetic (squared L2 or L1, a template argument) and the top-K insertion come from
+// knn_common.h, shared with the CPU kernel.
 #include <algorithm>
 
 #include "knn_common.h"
@@ -21,7 +22,7 @@ constexpr int queries_per_thread() {
 
 int64_t divup(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-template <typename T, int MAXD, int MAXK, int QPT>
+template <typename T, int MAXD, int MAXK, int QPT, int NORM>
 __global__ void __launch_bounds__(kThreads)
     knn_forward_kernel(const T* __restrict__ p1, const T* __restrict__ p2,
                        const int64_t* __restrict__ lengths1, const int64_t* __restrict__ lengths2,
@@ -63,7 +64,7 @@ __global__ void __launch_bounds__(kThreads)
       for (int r = 0; r < QPT; ++r) {
         T dist = T(0);
 #pragma unroll
-        for (int d = 0; d < MAXD; ++d) dist = sq_dist_accumulate(dist, q[r][d], tile[d][jj]);
+        for (int d = 0; d < MAXD; ++d) dist = dist_accumulate<NORM>(dist, q[r][d], tile[d][jj]);
         if (MAXK == 1) {
           if (cnt[r] == 0 || dist < bd[r][0]) {
             bd[r][0] = dist;
@@ -121,7 +122,7 @@ template <typename T>
 __global__ void knn_backward_kernel(const T* __restrict__ grad, const T* __restrict__ p1,
                                     const T* __restrict__ p2, const int64_t* __restrict__ idx,
                                     const int64_t* __restrict__ lengths1, int64_t B, int64_t P1,
-                                    int64_t P2, int D, int K, bool accumulate_p2,
+                                    int64_t P2, int D, int K, int norm, bool accumulate_p2,
                                     T* __restrict__ g1, T* __restrict__ g2) {
   const int64_t w = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (w >= B * P1) return;
@@ -132,14 +133,14 @@ __global__ void knn_backward_kernel(const T* __restrict__ grad, const T* __restr
     if (j < 0) continue;
     const T g = grad[w * K + k];
     for (int d = 0; d < D; ++d) {
-      const T c = pair_grad(g, p1[w * D + d], p2[(b * P2 + j) * D + d]);
+      const T c = pair_grad(g, p1[w * D + d], p2[(b * P2 + j) * D + d], norm);
       g1[w * D + d] += c;
       if (accumulate_p2) atomicAdd(&g2[(b * P2 + j) * D + d], -c);
     }
   }
 }
 
-template <typename T, int MAXD, int MAXK>
+template <typename T, int MAXD, int MAXK, int NORM>
 cudaError_t launch_forward(const T* p1, const T* p2, const int64_t* l1, const int64_t* l2,
                            int64_t B, int64_t P1, int64_t P2, int D, int K, const KnnPlan& plan,
                            T* ws_d, int64_t* ws_i, T* out_d, int64_t* out_i, cudaStream_t stream) {
@@ -147,7 +148,7 @@ cudaError_t launch_forward(const T* p1, const T* p2, const int64_t* l1, const in
   const dim3 grid(static_cast<unsigned>(divup(P1, int64_t(kThreads) * QPT)),
                   static_cast<unsigned>(plan.splits), static_cast<unsigned>(B));
   const bool split = plan.splits > 1;
-  knn_forward_kernel<T, MAXD, MAXK, QPT>
+  knn_forward_kernel<T, MAXD, MAXK, QPT, NORM>
       <<<grid, kThreads, 0, stream>>>(p1, p2, l1, l2, P1, P2, D, K, plan.split_len, plan.splits,
                                       split ? ws_d : out_d, split ? ws_i : out_i);
   if (split) {
@@ -158,14 +159,14 @@ cudaError_t launch_forward(const T* p1, const T* p2, const int64_t* l1, const in
   return cudaGetLastError();
 }
 
-template <typename T, int MAXD>
+template <typename T, int MAXD, int NORM>
 cudaError_t dispatch_k(const T* p1, const T* p2, const int64_t* l1, const int64_t* l2, int64_t B,
                        int64_t P1, int64_t P2, int D, int K, const KnnPlan& plan, T* ws_d,
                        int64_t* ws_i, T* out_d, int64_t* out_i, cudaStream_t stream) {
-#define CRFOLD_K(MK)                                                                             \
-  if (K <= MK)                                                                                   \
-    return launch_forward<T, MAXD, MK>(p1, p2, l1, l2, B, P1, P2, D, K, plan, ws_d, ws_i, out_d, \
-                                       out_i, stream);
+#define CRFOLD_K(MK)                                                                            \
+  if (K <= MK)                                                                                  \
+    return launch_forward<T, MAXD, MK, NORM>(p1, p2, l1, l2, B, P1, P2, D, K, plan, ws_d, ws_i, \
+                                             out_d, out_i, stream);
   CRFOLD_K(1)
   CRFOLD_K(4)
   CRFOLD_K(16)
@@ -173,6 +174,25 @@ cudaError_t dispatch_k(const T* p1, const T* p2, const int64_t* l1, const int64_
   CRFOLD_K(64)
   CRFOLD_K(128)
 #undef CRFOLD_K
+  return cudaErrorInvalidValue;
+}
+
+template <typename T, int NORM>
+cudaError_t dispatch_d(const T* p1, const T* p2, const int64_t* l1, const int64_t* l2, int64_t B,
+                       int64_t P1, int64_t P2, int D, int K, const KnnPlan& plan, T* ws_d,
+                       int64_t* ws_i, T* out_d, int64_t* out_i, cudaStream_t stream) {
+  if (D <= 3) {
+    return dispatch_k<T, 3, NORM>(p1, p2, l1, l2, B, P1, P2, D, K, plan, ws_d, ws_i, out_d, out_i,
+                                  stream);
+  }
+  if (D <= 8) {
+    return dispatch_k<T, 8, NORM>(p1, p2, l1, l2, B, P1, P2, D, K, plan, ws_d, ws_i, out_d, out_i,
+                                  stream);
+  }
+  if (D <= kMaxD) {
+    return dispatch_k<T, kMaxD, NORM>(p1, p2, l1, l2, B, P1, P2, D, K, plan, ws_d, ws_i, out_d,
+                                      out_i, stream);
+  }
   return cudaErrorInvalidValue;
 }
 
@@ -194,20 +214,16 @@ KnnPlan knn_forward_plan(int64_t B, int64_t P1, int64_t P2, int K, int num_sms) 
 
 template <typename T>
 cudaError_t knn_forward(const T* p1, const T* p2, const int64_t* l1, const int64_t* l2, int64_t B,
-                        int64_t P1, int64_t P2, int D, int K, const KnnPlan& plan, T* ws_d,
-                        int64_t* ws_i, T* out_d, int64_t* out_i, cudaStream_t stream) {
+                        int64_t P1, int64_t P2, int D, int K, int norm, const KnnPlan& plan,
+                        T* ws_d, int64_t* ws_i, T* out_d, int64_t* out_i, cudaStream_t stream) {
   if (B == 0 || P1 == 0 || P2 == 0) return cudaSuccess;
-  if (D <= 3) {
-    return dispatch_k<T, 3>(p1, p2, l1, l2, B, P1, P2, D, K, plan, ws_d, ws_i, out_d, out_i,
-                            stream);
+  if (norm == kNormL1) {
+    return dispatch_d<T, kNormL1>(p1, p2, l1, l2, B, P1, P2, D, K, plan, ws_d, ws_i, out_d, out_i,
+                                  stream);
   }
-  if (D <= 8) {
-    return dispatch_k<T, 8>(p1, p2, l1, l2, B, P1, P2, D, K, plan, ws_d, ws_i, out_d, out_i,
-                            stream);
-  }
-  if (D <= kMaxD) {
-    return dispatch_k<T, kMaxD>(p1, p2, l1, l2, B, P1, P2, D, K, plan, ws_d, ws_i, out_d, out_i,
-                                stream);
+  if (norm == kNormL2) {
+    return dispatch_d<T, kNormL2>(p1, p2, l1, l2, B, P1, P2, D, K, plan, ws_d, ws_i, out_d, out_i,
+                                  stream);
   }
   return cudaErrorInvalidValue;
 }
@@ -215,21 +231,22 @@ cudaError_t knn_forward(const T* p1, const T* p2, const int64_t* l1, const int64
 template <typename T>
 cudaError_t knn_backward(const T* grad, const T* p1, const T* p2, const int64_t* idx,
                          const int64_t* l1, int64_t B, int64_t P1, int64_t P2, int D, int K,
-                         bool accumulate_p2, T* g1, T* g2, cudaStream_t stream) {
+                         int norm, bool accumulate_p2, T* g1, T* g2, cudaStream_t stream) {
   if (B * P1 == 0) return cudaSuccess;
+  if (norm != kNormL1 && norm != kNormL2) return cudaErrorInvalidValue;
   const unsigned blocks = static_cast<unsigned>(divup(B * P1, 256));
-  knn_backward_kernel<T>
-      <<<blocks, 256, 0, stream>>>(grad, p1, p2, idx, l1, B, P1, P2, D, K, accumulate_p2, g1, g2);
+  knn_backward_kernel<T><<<blocks, 256, 0, stream>>>(grad, p1, p2, idx, l1, B, P1, P2, D, K, norm,
+                                                     accumulate_p2, g1, g2);
   return cudaGetLastError();
 }
 
 #define CRFOLD_INSTANTIATE(T)                                                                      \
   template cudaError_t knn_forward<T>(const T*, const T*, const int64_t*, const int64_t*, int64_t, \
-                                      int64_t, int64_t, int, int, const KnnPlan&, T*, int64_t*,    \
-                                      T*, int64_t*, cudaStream_t);                                 \
+                                      int64_t, int64_t, int, int, int, const KnnPlan&, T*,         \
+                                      int64_t*, T*, int64_t*, cudaStream_t);                       \
   template cudaError_t knn_backward<T>(const T*, const T*, const T*, const int64_t*,               \
-                                       const int64_t*, int64_t, int64_t, int64_t, int, int, bool,  \
-                                       T*, T*, cudaStream_t);
+                                       const int64_t*, int64_t, int64_t, int64_t, int, int, int,   \
+                                       bool, T*, T*, cudaStream_t);
 CRFOLD_INSTANTIATE(float)
 CRFOLD_INSTANTIATE(double)
 #undef CRFOLD_INSTANTIATE

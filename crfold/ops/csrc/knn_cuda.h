@@ -23,21 +23,23 @@ struct KnnPlan {
 
 KnnPlan knn_forward_plan(int64_t B, int64_t P1, int64_t P2, int K, int num_sms);
 
-// Forward. p1 (B,P1,D), p2 (B,P2,D) contiguous; lengths (B,) int64 on the device; out_d/out_i
-// (B,P1,K) pre-filled with 0 and -1 (padded queries are not written). ws_d/ws_i: plan.workspace
-// elements each (may be null when plan.splits == 1).
+// Forward. p1 (B,P1,D), p2 (B,P2,D) contiguous; lengths (B,) int64 on the device; norm 2
+// (squared L2) or 1 (L1); out_d/out_i (B,P1,K) pre-filled with 0 and -1 (padded queries are not
+// written). ws_d/ws_i: plan.workspace elements each (may be null when plan.splits == 1).
 template <typename T>
 cudaError_t knn_forward(const T* p1, const T* p2, const int64_t* lengths1, const int64_t* lengths2,
-                        int64_t B, int64_t P1, int64_t P2, int D, int K, const KnnPlan& plan,
-                        T* ws_d, int64_t* ws_i, T* out_d, int64_t* out_i, cudaStream_t stream);
+                        int64_t B, int64_t P1, int64_t P2, int D, int K, int norm,
+                        const KnnPlan& plan, T* ws_d, int64_t* ws_i, T* out_d, int64_t* out_i,
+                        cudaStream_t stream);
 
-// Backward. grad/idx (B,P1,K); g1 (B,P1,D) and g2 (B,P2,D) zero-filled. g1 is deterministic
-// (one thread per query, sum over k in order); g2 is accumulated with atomics only when
-// accumulate_p2 is true (the deterministic mode computes it outside with a sorted reduction).
+// Backward. grad/idx (B,P1,K); norm as in the forward (L1: sign(0) = 0); g1 (B,P1,D) and g2
+// (B,P2,D) zero-filled. g1 is deterministic (one thread per query, sum over k in order); g2 is
+// accumulated with atomics only when accumulate_p2 is true (the deterministic mode computes it
+// outside with a sorted reduction).
 template <typename T>
 cudaError_t knn_backward(const T* grad, const T* p1, const T* p2, const int64_t* idx,
                          const int64_t* lengths1, int64_t B, int64_t P1, int64_t P2, int D, int K,
-                         bool accumulate_p2, T* g1, T* g2, cudaStream_t stream);
+                         int norm, bool accumulate_p2, T* g1, T* g2, cudaStream_t stream);
 
 }  // namespace cuda
 }  // namespace crfold
