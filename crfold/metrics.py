@@ -3,7 +3,11 @@
 Implemented once, here, after the canonical definitions (jxhe/vae-lagging-encoder for MI and
 active units, Burda et al. for IW-NLL; restated in docs/design.md#metrics):
 
-* :func:`mutual_information` - I(x; z) under the aggregate posterior, minibatch estimator.
+* :func:`mutual_information` - I(x; z) under the aggregate posterior, minibatch estimator; it
+  cannot exceed log B (B its minibatch size), and I(x; z) itself cannot exceed log N under the
+  empirical distribution of N examples.
+* :func:`rate` - E_x[KL(q(z|x) || N(0, I))], the rate: an upper bound of I(x; z) that no
+  minibatch caps (I(x; z) = rate - KL(q(z) || p(z)), Eq. 5 of the CR-VAE paper).
 * :func:`active_units` - dimensions of mu(x) whose variance over the set is >= 0.01.
 * :func:`importance_sampled_log_likelihood`, :func:`iw_nll` - model-agnostic IW-NLL.
 * :func:`latent_consistency`, :func:`mean_pairwise_distance` - how far t(x) moves a code.
@@ -37,6 +41,7 @@ __all__ = [
     "logistic_probe",
     "mean_pairwise_distance",
     "mutual_information",
+    "rate",
     "svm_probe",
 ]
 
@@ -125,7 +130,9 @@ def mutual_information(
     minibatch cannot resolve more; single draws may overshoot by the sampling noise of
     ``log q(z_i|x_i)``), so always report B with it. ``batch_size=None`` uses the whole set
     as one batch (B = N), the least biased choice; the (B, B) density matrix is formed
-    ``chunk_size`` rows at a time, so memory stays O(chunk_size * B).
+    ``chunk_size`` rows at a time, so memory stays O(chunk_size * B). The quantity estimated is
+    bounded too: with x uniform over the N examples (the paper's empirical p_d),
+    ``I(x; z) <= H(x) = log N``; :func:`rate` is the uncapped upper bound ``I(x; z) <= rate``.
 
     Args:
         mu: (N, L) posterior means, floating.
@@ -167,6 +174,40 @@ def mutual_information(
         total += float(neg_entropy - log_qz.mean()) * m.shape[0]
     mi = total / n
     return (mi, b) if return_batch_size else mi
+
+
+def rate(mu: torch.Tensor | np.ndarray, logvar: torch.Tensor | np.ndarray) -> float:
+    """The rate ``E_x[KL(q(z|x) || N(0, I))]``: the mean analytic KL to the prior, in nats.
+
+    The first term of Eq. 5 of the CR-VAE paper, ``I(x; z) = E_x[KL(q(z|x) || p(z))] -
+    KL(q(z) || p(z))``, so ``I(x; z) <= rate``. Unlike :func:`mutual_information` it has no
+    log B ceiling: it keeps growing as posteriors sharpen, which is also why it is not a measure
+    of information about *which* x was seen (a posterior far from the prior that every x shares
+    has a large rate and no MI).
+
+    Args:
+        mu: (N, L) posterior means, floating.
+        logvar: (N, L) posterior log variances (log sigma^2), same shape.
+
+    Returns:
+        The mean over the N posteriors of the KL summed over the L latent dims, a float
+        computed in float64.
+
+    Raises:
+        ValueError: on bad shapes, non-floating or non-finite inputs, or N = 0.
+    """
+    mu = _as_tensor(mu, "mu", 2)
+    logvar = _as_tensor(logvar, "logvar", 2)
+    if mu.shape != logvar.shape:
+        raise ValueError(
+            f"mu and logvar must have the same shape, got {tuple(mu.shape)} and "
+            f"{tuple(logvar.shape)}"
+        )
+    if mu.shape[0] == 0:
+        raise ValueError("mu must hold at least one posterior, got shape (0, L)")
+    mu64, lv64 = mu.double(), logvar.double()
+    kl = 0.5 * (mu64.square() + lv64.exp() - 1.0 - lv64).sum(-1)  # (N,)
+    return float(kl.mean())
 
 
 def active_units(

@@ -12,6 +12,9 @@ units, IW-NLL, latent consistency, probes); nothing of those is re-implemented h
 * :mod:`crfold_images.config`, :mod:`crfold_images.task` - the ``images`` task of the run engine
   (:mod:`crfold.train`): ``crfold images train KEY=VALUE ...`` (= ``crfold train task=images``).
 * :mod:`crfold_images.nvae` - NVAE and CR-NVAE, the ``nvae`` task (``crfold nvae train``).
+* :mod:`crfold_images.caveats` - what an evaluation's numbers can and cannot show: the flags
+  (a probe at chance, an MI <= 0 or at its log B ceiling, no active unit) and caveats that
+  ``eval.json``, the end of a run and every table carry.
 * :mod:`crfold_images.train` - one run by directory from Python (``train_run``, over the
   engine); :mod:`crfold_images.experiments` - the paper's Tables 1-6, a spec on the shared
   experiment runner (:mod:`crfold.experiments.runner`; ``crfold images tables table1 ...``, also

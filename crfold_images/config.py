@@ -55,6 +55,9 @@ class ImageConfig(RunConfig):
     TASK_CLASS: ClassVar[str] = "crfold_images.task:ImageTask"
     MODES: ClassVar[tuple[str, ...]] = MODES
     MODE_ALIASES: ClassVar[dict[str, str]] = {}
+    # Keys added after run directories were named (crfold_images.experiments.run_key): left out
+    # of the name while at this default, so earlier runs keep theirs.
+    UNNAMED_DEFAULTS: ClassVar[dict[str, Any]] = {"lam_per_dim": False}
     RESUMABLE: ClassVar[tuple[str, ...]] = (
         *RunConfig.RESUMABLE, "eval_samples", "eval_chunk", "eval_max_images", "eval_batch_size",
         "mi_batch_size", "probe_max_train", "samples_grid",
@@ -100,6 +103,12 @@ class ImageConfig(RunConfig):
     lam: float | None = option(
         None, "consistency weight lambda; None: 0.1 * beta (the paper's choice)"
     )
+    lam_per_dim: bool = option(
+        False,
+        "weigh lambda * R against the objective per data dimension: the per-image loss is "
+        "D * [(L(x) + L(t(x))) / D + lambda * R], i.e. lambda * D per image, D = C * H * W; "
+        "false: lambda * R against nats per image (the paper's Eq. 3)",
+    )
     iwae_k: int = option(5, "importance samples k of the IWAE objective")
     kl_estimator: str = option("analytic", "KL to the prior: analytic | mc (single sample)")
     triplet_margin: float = option(1.0, "margin of the triplet loss (mode triplet)")
@@ -121,7 +130,7 @@ class ImageConfig(RunConfig):
     )
     eval_batch_size: int = option(256, "images per encoding batch (and IW-NLL batch)")
     mi_batch_size: int | None = option(
-        None, "minibatch B of the MI estimator; None: the whole test set"
+        None, "minibatch B of the MI estimator (the estimate is <= log B); None: the whole test set"
     )
     probe_max_train: int | None = option(
         10000, "training images (fixed random subset) of the probe; None: all"
@@ -170,6 +179,22 @@ class ImageConfig(RunConfig):
     def resolved_lam(self) -> float:
         """lambda: ``lam`` when set, else 0.1 * beta (0.1 for the VAE and the IWAE)."""
         return self.lam if self.lam is not None else 0.1 * self.beta
+
+    def effective_lam(self, data_dims: int) -> float:
+        """The weight of R in the per-image loss: :meth:`resolved_lam`, times ``data_dims``
+        (D = C * H * W) when ``lam_per_dim``.
+
+        With ``lam_per_dim`` the loss is ``D * [(L(x) + L(t(x))) / D + lambda * R]``: lambda
+        weighs R (nats) against the negative ELBOs in nats per data dimension, while beta and the
+        ELBOs keep their meaning. Scaling the whole loss by D changes no minimizer, and Adam's
+        steps only through its epsilon.
+
+        Raises:
+            ValueError: ``data_dims`` < 1.
+        """
+        if data_dims < 1:
+            raise ValueError(f"data_dims: expected an int >= 1, got {data_dims}")
+        return self.resolved_lam() * (data_dims if self.lam_per_dim else 1)
 
 
 def load_image_config(

@@ -12,7 +12,9 @@ at a time as child processes ``python -m crfold train`` (``task=images``; output
 ``<run>.log``), each evaluated by the engine when it finishes (MI, AU, IW-NLL, probe accuracy,
 latent consistency: the run's ``eval.json``). The report reads every run's ``eval.json`` and
 ``summary.json`` (:func:`crfold.experiments.report.load_results`) and writes ``<out>/<table>.md``
-(the paper's layout, mean ± std over seeds, then every metric of every cell), ``<table>.json``,
+(the paper's layout, mean ± std over seeds, then every metric of every cell - a cell whose mean
+shows nothing carries its flag, e.g. ``10.1 ± 0.3 (chance)``, and a last section says what the
+numbers can and cannot show, :mod:`crfold_images.caveats`), ``<table>.json``,
 ``<table>_bars.png`` (MI / AU / NLL bars) and ``<table>_samples.png`` (prior samples and
 reconstructions of seed 0 of each cell).
 
@@ -55,8 +57,10 @@ from crfold.config import load_config
 from crfold.experiments.report import load_results, train_seconds
 from crfold.experiments.runner import EngineEval, PlannedRun, run_plan, train_state
 from crfold.io import RunLockedError, atomic_write_json
+from crfold_images.caveats import FLAG_TEXT, standing_caveats
+from crfold_images.caveats import flag as flag_of
 from crfold_images.config import ImageConfig
-from crfold_images.report import bar_plot, markdown_table, mean_std, montage, write_text
+from crfold_images.report import bar_plot, markdown_table, marked, mean_std, montage, write_text
 from crfold_images.train import RUN_EXTEND, RUN_IGNORE
 
 __all__ = [
@@ -155,9 +159,16 @@ _NOT_HASHED = ("seed", "data_root")
 
 
 def run_key(cfg: ImageConfig) -> dict[str, Any]:
-    """The keys that name a run directory: the run-defining ones but seed and data_root."""
+    """The keys that name a run directory: the run-defining ones but seed and data_root, and
+    but the keys of ``ImageConfig.UNNAMED_DEFAULTS`` while at that default (keys added after
+    runs were named: those runs keep their directories)."""
+    unnamed = cfg.UNNAMED_DEFAULTS
     return {
-        k: v for k, v in cfg.to_dict().items() if k not in cfg.RESUMABLE and k not in _NOT_HASHED
+        k: v
+        for k, v in cfg.to_dict().items()
+        if k not in cfg.RESUMABLE
+        and k not in _NOT_HASHED
+        and not (k in unnamed and v == unnamed[k])
     }
 
 
@@ -228,38 +239,91 @@ def _metric(results: list[dict[str, Any]], key: str) -> list[float]:
     return [r[key] for r in results if r.get(key) is not None]
 
 
+def _cell_flag(results: list[dict[str, Any]], key: str) -> str | None:
+    """The flag (:mod:`crfold_images.caveats`) of the mean over seeds of ``key`` in a cell."""
+    values = [v for v in _metric(results, key) if isinstance(v, (int, float)) and math.isfinite(v)]
+    if not values:
+        return None
+    return flag_of(key, sum(values) / len(values), results[0])
+
+
+def _cell(results: list[dict[str, Any]], key: str, digits: int = 1, scale: float = 1.0) -> str:
+    """``mean ± std`` of ``key`` over a cell's seeds, marked with the mean's flag."""
+    return marked(mean_std(_metric(results, key), digits, scale), _cell_flag(results, key))
+
+
+def _colour(results: list[dict[str, Any]]) -> bool:
+    """Whether a cell's runs use a discrete colour likelihood (NLL also reported in bits/dim)."""
+    return any(r.get("likelihood") == "logistic" for r in results)
+
+
 def _main_table(table: str, cells: list[Cell], results) -> str:
-    """The paper's layout of ``table``."""
+    """The paper's layout of ``table``; flagged cells are marked (:func:`_cell`); colour data
+    sets get their NLL in bits/dim beside the nats."""
     datasets = list(dict.fromkeys(c.dataset for c in cells))
     if table in ("table1", "table2", "table3"):
         labels = list(dict.fromkeys(c.label for c in cells))
         cols = {"table1": [("MI", "mi", 1, 1.0), ("AU", "au", 1, 1.0)],
                 "table2": [("Acc. %", "probe_accuracy", 1, 100.0)],
                 "table3": [("NLL", "iw_nll", 1, 1.0)]}[table]  # fmt: skip
-        header = ["Method"] + [f"{ds} {name}" for ds in datasets for name, *_ in cols]
+        per_ds = {}
+        for ds in datasets:
+            ds_results = [r for i, c in enumerate(cells) if c.dataset == ds for r in results[i]]
+            extra = [("bpd", "iw_nll_bpd", 3, 1.0)] if table == "table3" else []
+            per_ds[ds] = cols + (extra if _colour(ds_results) else [])
+        header = ["Method"] + [f"{ds} {name}" for ds in datasets for name, *_ in per_ds[ds]]
         rows = []
         for label in labels:
             row = [label]
             for ds in datasets:
                 idx = next(i for i, c in enumerate(cells) if c.label == label and c.dataset == ds)
-                for _, key, digits, scale in cols:
-                    row.append(mean_std(_metric(results[idx], key), digits, scale))
+                for _, key, digits, scale in per_ds[ds]:
+                    row.append(_cell(results[idx], key, digits, scale))
             rows.append(row)
         return markdown_table(header, rows)
     first = {"table4": "Method", "table5": "Augmentation", "table6": "Method"}[table]
     header = [first, "MI", "AU", "NLL"]
     rows = [
-        [c.label, mean_std(_metric(results[i], "mi")), mean_std(_metric(results[i], "au")),
-         mean_std(_metric(results[i], "iw_nll"))]
+        [c.label, _cell(results[i], "mi"), _cell(results[i], "au"), _cell(results[i], "iw_nll")]
         for i, c in enumerate(cells)
-    ]  # fmt: skip
+    ]
     return markdown_table(header, rows)
+
+
+def _caveat_section(tags: list[str], results, seeds: int) -> str:
+    """What the table's numbers can and cannot show: its flagged cells (mean over seeds) with
+    the meaning of their flags, then the standing caveats of its runs."""
+    lines, used = [], {}
+    for i, tag in enumerate(tags):
+        for name, key, digits, scale in DETAIL_COLUMNS:
+            f = _cell_flag(results[i], key)
+            if f is not None:
+                value = mean_std(_metric(results[i], key), digits, scale)
+                lines.append(f"- {tag}: {name} = {value} ({f})")
+                used[f] = FLAG_TEXT[f]
+    legend = [f"- ({f}): {text}" for f, text in used.items()]
+    standing = []
+    for cell_results in results.values():
+        for r in cell_results:
+            standing += [c for c in standing_caveats(r) if c not in standing]
+    if seeds == 1:
+        standing.append("one seed: no spread, differences between rows may be noise")
+    text = ["\n## What these numbers can and cannot show\n\n"]
+    if lines:
+        text += ["Flagged cells (the mean over seeds):\n\n", "\n".join(lines), "\n\nFlags:\n\n"]
+        text += ["\n".join(legend), "\n\n"]
+    else:
+        text.append("No cell is at chance, at the MI ceiling or collapsed.\n\n")
+    text += ["Whatever the values:\n\n"] + [f"- {c}\n" for c in standing]
+    return "".join(text)
 
 
 DETAIL_COLUMNS = (
     ("MI", "mi", 2, 1.0),
+    ("rate", "rate", 2, 1.0),
     ("AU", "au", 1, 1.0),
     ("IW-NLL", "iw_nll", 2, 1.0),
+    ("IW-NLL bpd", "iw_nll_bpd", 3, 1.0),
     ("-ELBO", "neg_elbo", 2, 1.0),
     ("probe %", "probe_accuracy", 1, 100.0),
     ("KL cons.", "consistency_kl", 2, 1.0),
@@ -351,7 +415,7 @@ def write_table(
     montage(out / f"{table}_samples.png", pictures, title=f"{table}, seed {seeds[0]}")
     r0 = results[0][0]
     detail_rows = [
-        [tag] + [mean_std(_metric(results[i], key), d, s) for _, key, d, s in DETAIL_COLUMNS]
+        [tag] + [_cell(results[i], key, d, s) for _, key, d, s in DETAIL_COLUMNS]
         for i, tag in enumerate(tags)
     ]
     text = [
@@ -363,10 +427,12 @@ def write_table(
         f"on {r0['iw_images']} test images; MI minibatch B = {r0['mi_batch_size']} "
         f"(MI <= log B = {math.log(r0['mi_batch_size']):.2f} nats); AU threshold "
         f"{r0['au_threshold']}; probe: logistic regression on mu. "
-        "Values: mean ± std over seeds.\n",
+        "Values: mean ± std over seeds; a flag in parentheses marks a number that shows "
+        "nothing (see the last section).\n",
         _main_table(table, cells, results),
         "\n## Every metric\n\n",
         markdown_table(["Cell"] + [name for name, *_ in DETAIL_COLUMNS], detail_rows),
+        _caveat_section(tags, results, len(seeds)),
         f"\nPlots: `{table}_bars.png`, `{table}_samples.png`. Runs: `runs/`.\n",
     ]
     write_text(out / f"{table}.md", "".join(text))

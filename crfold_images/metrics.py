@@ -11,10 +11,13 @@ was trained on them and encodes them:
   with the model in eval mode (BatchNorm running statistics).
 * The latent-consistency metric compares q(z|x) and q(z|t(x)) on the test set, with t drawn by
   a fixed generator.
+* Every result carries ``flags`` and ``caveats`` (:mod:`crfold_images.caveats`): what its numbers
+  can and cannot show (a probe at chance, an MI at or below 0 or at its log B ceiling, ...).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -24,6 +27,7 @@ from crfold import metrics as M
 from crfold.consistency import gaussian_kl
 from crfold.models.common import Posterior
 from crfold.train.runtime import derive_seed
+from crfold_images.caveats import caveats, flags
 from crfold_images.models.likelihoods import binarize
 from crfold_images.models.vae import ImageVAE
 
@@ -136,10 +140,13 @@ def evaluate_model(
         progress: tqdm over the IW-NLL batches.
 
     Returns:
-        A flat dict of floats / ints: ``mi`` (nats) and ``mi_batch_size``, ``au`` and
-        ``au_threshold``, ``iw_nll`` (nats) with ``iw_samples`` and ``iw_images``,
-        ``neg_elbo`` on the same images, ``probe_accuracy`` (absent without labels),
-        ``consistency_kl``, ``consistency_mu_distance``, ``consistency_relative`` (with t).
+        A flat dict: ``mi`` (nats) with ``mi_batch_size`` B and ``mi_ceiling`` = log B, ``rate``
+        (E[KL(q(z|x) || p(z))], nats), ``au`` and ``au_threshold``, ``iw_nll`` (nats) with
+        ``iw_samples`` and ``iw_images``, ``neg_elbo`` on the same images, both also in bits
+        per dimension (``iw_nll_bpd``, ``neg_elbo_bpd``; ``data_dims`` = C * H * W),
+        ``probe_accuracy`` and ``num_classes`` (absent without labels), ``consistency_kl``,
+        ``consistency_mu_distance``, ``consistency_relative`` (with t), ``likelihood``, and
+        ``flags`` / ``caveats`` (:mod:`crfold_images.caveats`).
     """
     model.eval()
     bs = cfg.eval_batch_size
@@ -151,7 +158,7 @@ def evaluate_model(
         post.mu, post.logvar, batch_size=cfg.mi_batch_size, generator=g,
         return_batch_size=True,
     )  # fmt: skip
-    out.update(mi=mi, mi_batch_size=b)
+    out.update(mi=mi, mi_batch_size=b, mi_ceiling=math.log(b), rate=M.rate(post.mu, post.logvar))
     au, _ = M.active_units(post.mu, threshold=0.01)
     out.update(au=au, au_threshold=0.01, latent_dim=int(post.mu.shape[1]))
 
@@ -168,6 +175,12 @@ def evaluate_model(
     )
     out.update(iw_samples=cfg.eval_samples, iw_images=n_iw)
     out["neg_elbo"] = negative_elbo(model, iw_batches, g_dev)
+    dims = model.in_channels * model.image_size * model.image_size
+    nats_per_bit_dim = math.log(2.0) * dims
+    out.update(
+        data_dims=dims, iw_nll_bpd=out["iw_nll"] / nats_per_bit_dim,
+        neg_elbo_bpd=out["neg_elbo"] / nats_per_bit_dim,
+    )  # fmt: skip
 
     if splits.num_classes >= 2 and bool((labels >= 0).all()):
         train_post, train_labels = encode_set(
@@ -177,7 +190,10 @@ def evaluate_model(
             ),
         )
         probe = M.logistic_probe(train_post.mu, train_labels, post.mu, labels)
-        out.update(probe_accuracy=probe["accuracy"], probe_converged=probe["converged"])
+        out.update(
+            probe_accuracy=probe["accuracy"], probe_converged=probe["converged"],
+            num_classes=int(splits.num_classes),
+        )  # fmt: skip
     if transform is not None:
         post_t, _ = encode_set(
             model, iter_prepared(test, likelihood, device, bs, transform=transform)
@@ -188,4 +204,6 @@ def evaluate_model(
             consistency_mu_distance=cons["mu_distance"],
             consistency_relative=cons["relative_mu_distance"],
         )
+    out["likelihood"] = likelihood
+    out.update(flags=flags(out), caveats=caveats(out))
     return out

@@ -1,4 +1,5 @@
-"""Report helpers of the image experiments: image grids, mean ± std cells, markdown, bar plots.
+"""Report helpers of the image experiments: image grids, mean ± std cells, markdown, bar plots,
+and the caveats of an evaluation (:func:`format_caveats`, :func:`marked`).
 
 Every file is written atomically (:mod:`crfold.io`); plots use matplotlib's Agg backend.
 """
@@ -15,7 +16,15 @@ import torch
 
 from crfold.io import atomic_write_bytes, atomic_write_text
 
-__all__ = ["bar_plot", "mean_std", "montage", "save_image_grid", "markdown_table"]
+__all__ = [
+    "bar_plot",
+    "format_caveats",
+    "markdown_table",
+    "marked",
+    "mean_std",
+    "montage",
+    "save_image_grid",
+]
 
 
 def _grid_array(images: torch.Tensor, nrow: int, pad: int = 2) -> np.ndarray:
@@ -51,6 +60,19 @@ def mean_std(values: Sequence[float], digits: int = 1, scale: float = 1.0) -> st
     if vals.size == 1:
         return f"{vals[0]:.{digits}f}"
     return f"{vals.mean():.{digits}f} ± {vals.std(ddof=1):.{digits}f}"
+
+
+def marked(text: str, flag: str | None) -> str:
+    """A table cell with its flag (:mod:`crfold_images.caveats`) appended: ``"9.8 (chance)"``."""
+    return text if flag is None or text == "-" else f"{text} ({flag})"
+
+
+def format_caveats(result: dict) -> str:
+    """The ``caveats`` of an evaluation as lines for a terminal (empty string when none)."""
+    lines = result.get("caveats") or []
+    if not lines:
+        return ""
+    return "what these numbers can and cannot show:\n" + "\n".join(f"  - {c}" for c in lines)
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

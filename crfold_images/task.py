@@ -19,8 +19,12 @@ holds >= 2 images (BatchNorm and the triplet negatives need two).
 
 Validation (epoch ends): the float32 -ELBO (one z per image, analytic KL, eval mode, fixed draws)
 on the validation split when the dataset has one. Evaluation (after training, ``eval.json``):
-:func:`crfold_images.metrics.evaluate_model` (MI, AU, IW-NLL, -ELBO, probe, latent consistency),
-plus ``samples.png`` and ``recon.png`` in the run directory.
+:func:`crfold_images.metrics.evaluate_model` (MI, rate, AU, IW-NLL and -ELBO in nats and
+bits/dim, probe, latent consistency, and the ``flags`` / ``caveats`` saying what they can and
+cannot show, printed unless quiet), plus ``samples.png`` and ``recon.png`` in the run directory.
+
+With ``lam_per_dim`` the consistency weight of the loss is lambda * D, D = C * H * W
+(:meth:`ImageConfig.effective_lam`); ``eval.json`` records it as ``lam_effective``.
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ from crfold_images.config import ImageConfig
 from crfold_images.data import ImageSplits, load_dataset
 from crfold_images.metrics import evaluate_model, iter_prepared, negative_elbo, prepare_batch
 from crfold_images.models import ImageVAE, LossConfig, binarize, image_vae_loss
-from crfold_images.report import save_image_grid
+from crfold_images.report import format_caveats, save_image_grid
 from crfold_images.transforms import RandomAffine2d, paper_augmentation
 
 __all__ = [
@@ -49,6 +53,7 @@ __all__ = [
     "batch_starts",
     "build_model",
     "build_transform",
+    "data_dims",
     "likelihood_of",
     "load_splits",
     "loss_config",
@@ -101,10 +106,23 @@ def build_transform(cfg: ImageConfig) -> RandomAffine2d:
     )  # fmt: skip
 
 
-def loss_config(cfg: ImageConfig) -> LossConfig:
-    """The objective of ``cfg`` (lambda resolved: 0.1 * beta when ``lam`` is None)."""
+def data_dims(splits: ImageSplits) -> int:
+    """D = C * H * W, the pixel values of one image of ``splits``."""
+    return splits.channels * splits.image_size * splits.image_size
+
+
+def loss_config(cfg: ImageConfig, dims: int | None = None) -> LossConfig:
+    """The objective of ``cfg``: lambda resolved (0.1 * beta when ``lam`` is None) and, with
+    ``lam_per_dim``, multiplied by ``dims`` = C * H * W (:meth:`ImageConfig.effective_lam`).
+
+    Raises:
+        ValueError: ``lam_per_dim`` without ``dims``.
+    """
+    if cfg.lam_per_dim and dims is None:
+        raise ValueError("lam_per_dim: the data's dimensions (dims = C * H * W) are needed")
+    lam = cfg.effective_lam(dims) if dims is not None else cfg.resolved_lam()
     return LossConfig(
-        objective=cfg.objective, mode=cfg.mode, beta=cfg.beta, lam=cfg.resolved_lam(),
+        objective=cfg.objective, mode=cfg.mode, beta=cfg.beta, lam=lam,
         iwae_k=cfg.iwae_k, kl_estimator=cfg.kl_estimator, triplet_margin=cfg.triplet_margin,
         triplet_weight=cfg.triplet_weight,
     )  # fmt: skip
@@ -140,7 +158,7 @@ class ImageTask(Task):
             )
         self.likelihood = likelihood_of(cfg, self.splits)
         self.transform = build_transform(cfg)
-        self.loss_cfg = loss_config(cfg)
+        self.loss_cfg = loss_config(cfg, data_dims(self.splits))
         self.starts = batch_starts(len(self.splits.train), cfg.batch_size)
 
     # ------------------------------------------------------------------ building
@@ -201,8 +219,12 @@ class ImageTask(Task):
         self.save_pictures(model, run_dir)
         result.update(
             n_train=len(self.splits.train), likelihood=self.likelihood,
+            lam_effective=self.loss_cfg.lam if cfg.mode == "cr" else 0.0,
             eval_seconds=time.perf_counter() - t0,
         )  # fmt: skip
+        text = format_caveats(result)
+        if text and not self.quiet:
+            print(text, flush=True)
         summary = run_dir / SUMMARY_FILE  # written by the engine just before the evaluation
         if summary.is_file():
             done = json.loads(summary.read_text())

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from crfold.consistency import gaussian_kl
 from crfold.metrics import (
     active_units,
     importance_sampled_log_likelihood,
@@ -13,6 +14,7 @@ from crfold.metrics import (
     latent_consistency,
     mean_pairwise_distance,
     mutual_information,
+    rate,
 )
 from crfold.models.common import Posterior
 
@@ -127,6 +129,51 @@ def test_mi_accepts_numpy_and_is_reproducible():
 def test_mi_rejects_bad_input(kwargs, match):
     with pytest.raises(ValueError, match=match):
         mutual_information(**kwargs)
+
+
+# ------------------------------------------------------------------------------------ rate
+
+
+def test_rate_is_the_mean_kl_to_the_prior():
+    g = torch.Generator().manual_seed(3)
+    mu, logvar = torch.randn(37, 5, generator=g), torch.randn(37, 5, generator=g)
+    assert rate(mu, logvar) == pytest.approx(float(gaussian_kl(mu, logvar).double().mean()))
+    assert rate(torch.zeros(4, 3), torch.zeros(4, 3)) == 0.0  # q(z|x) = p(z)
+    # one dimension, mu = 2, sigma = 1: KL = mu^2 / 2 = 2 nats per dimension, summed over L = 3
+    assert rate(np.full((2, 3), 2.0), np.zeros((2, 3))) == pytest.approx(6.0)
+
+
+def test_rate_has_no_log_b_ceiling_while_the_mi_estimate_has():
+    """Sharp, separated posteriors: the minibatch MI stops at log B, the rate keeps growing."""
+    mu = torch.randn(16, 8, generator=torch.Generator().manual_seed(0)) * 3.0
+    mis = []
+    for logvar in (-4.0, -12.0):
+        lv = torch.full_like(mu, logvar)
+        mis.append(mutual_information(mu, lv, generator=torch.Generator().manual_seed(1)))
+        assert mis[-1] == pytest.approx(math.log(16), abs=1.0)  # log B up to one draw's noise
+        assert rate(mu, lv) > mis[-1]
+    assert mis[0] == pytest.approx(mis[1], abs=1e-6)  # the same draws: sharper changes nothing
+    assert rate(mu, torch.full_like(mu, -12.0)) > rate(mu, torch.full_like(mu, -4.0)) + 30
+
+
+def test_rate_of_a_shared_posterior_far_from_the_prior_is_large_and_mi_zero():
+    mu, logvar = torch.full((50, 2), 4.0), torch.full((50, 2), -2.0)
+    assert rate(mu, logvar) > 15
+    assert abs(mutual_information(mu, logvar, generator=torch.Generator().manual_seed(0))) < 0.5
+
+
+@pytest.mark.parametrize(
+    ("mu", "logvar", "match"),
+    [
+        (torch.zeros(4), torch.zeros(4), "mu must be 2-D"),
+        (torch.zeros(4, 2), torch.zeros(4, 3), "same shape"),
+        (torch.zeros(4, 2), torch.full((4, 2), float("inf")), "logvar"),
+        (torch.zeros(0, 2), torch.zeros(0, 2), "at least one"),
+    ],
+)
+def test_rate_rejects_bad_input(mu, logvar, match):
+    with pytest.raises(ValueError, match=match):
+        rate(mu, logvar)
 
 
 # ------------------------------------------------------------------------------- active units

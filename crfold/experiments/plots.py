@@ -6,7 +6,9 @@
   split, and for a few shapes mu(t(x)) under random draws of the run's training augmentation t,
   with an arrow from each mu(x) to each of its mu(t(x)): short arrows mean an encoder that maps
   x and t(x) to the same place;
-* :func:`plot_reconstructions`: test inputs and decode(mu(x)) of each run, one class a row.
+* :func:`plot_reconstructions`: test inputs and decode(mu(x)) of each run, one class a row;
+* :func:`plot_gradient_ratios`: from the ``diagnostics`` records, the encoder-gradient norm of
+  beta*KL and of lam*R relative to the reconstruction's, against the step (does CR act?).
 
 Each takes ``(title, run directory)`` pairs of ``crfold train`` runs and writes one PNG; the last
 two read FoldingNet runs (they import the FoldingNet task when called, not at import).
@@ -20,13 +22,26 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["CURVE_PANELS", "plot_curves", "plot_figure1", "plot_reconstructions"]
+__all__ = [
+    "CURVE_PANELS",
+    "GRADIENT_PANELS",
+    "plot_curves",
+    "plot_figure1",
+    "plot_gradient_ratios",
+    "plot_reconstructions",
+]
 
 # (record kind, key, panel title) of metrics.jsonl records (crfold.train.runtime.RunLog)
 CURVE_PANELS = (
     ("train", "loss", "training loss (nats / shape)"),
     ("train", "consistency", "KL(q(z|t(x)) || q(z|x)) (nats)"),
     ("epoch", "val_chamfer", "validation Chamfer (FoldingNet)"),
+)
+
+# (numerator, denominator, panel title) of the gradient-norm keys of a "diagnostics" record
+GRADIENT_PANELS = (
+    ("grad_kl", "grad_recon", "encoder gradient: beta*KL / reconstruction"),
+    ("grad_consistency", "grad_recon", "encoder gradient: lam*R / reconstruction"),
 )
 
 
@@ -80,6 +95,59 @@ def plot_curves(
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def plot_gradient_ratios(
+    runs: list[tuple[str, Path]],
+    path: Path,
+    panels: tuple[tuple[str, str, str], ...] = GRADIENT_PANELS,
+) -> bool:
+    """Ratios of encoder-gradient norms against the step, from the runs' ``diagnostics`` records.
+
+    A ratio near 1 means the term pulls the encoder as hard as the reconstruction; 1e-3 means it
+    barely acts. Runs without diagnostics (``grad_norms_every: null``, or a run shorter than it)
+    draw nothing.
+
+    Args:
+        runs: (row name, run directory) pairs; runs of one name share a colour.
+        path: the PNG to write.
+        panels: (numerator key, denominator key, title) per panel (:data:`GRADIENT_PANELS`).
+
+    Returns:
+        Whether any run had diagnostics (the PNG is written either way).
+    """
+    from ..train.runtime import METRICS_FILE, read_metrics
+
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
+    axes = axes[0]
+    colors = {name: f"C{i % 10}" for i, name in enumerate(dict.fromkeys(n for n, _ in runs))}
+    labelled: set[str] = set()
+    drawn = False
+    for name, run_dir in runs:
+        recs = read_metrics(run_dir) if (Path(run_dir) / METRICS_FILE).is_file() else []
+        diag = [m for m in recs if m.get("kind") == "diagnostics"]
+        for ax, (num, den, title) in zip(axes, panels):
+            pts = [
+                (m["step"], m[num] / m[den]) for m in diag if m.get(num) and m.get(den)
+            ]  # fmt: skip  (0: the term is off, as aug's lam*R)
+            if pts:
+                steps, vals = zip(*pts)
+                ax.plot(steps, vals, color=colors[name], alpha=0.8, lw=1, marker=".",
+                        label=None if name in labelled else name)  # fmt: skip
+                drawn = True
+            ax.set_title(title)
+            ax.set_xlabel("step")
+        labelled.add(name)
+    for ax in axes:
+        if ax.has_data():
+            ax.set_yscale("log")
+    if axes[0].get_legend_handles_labels()[0]:
+        axes[0].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return drawn
 
 
 def _pick_shapes(labels: torch.Tensor, count: int) -> list[int]:

@@ -37,7 +37,7 @@ from ..config import TrainConfig, load_config
 from ..eval.consistency import DEFAULT_SEED, FAMILIES
 from ..eval.run import EVAL_VERSION
 from ..io import atomic_write_text
-from .plots import plot_curves, plot_figure1, plot_reconstructions
+from .plots import plot_curves, plot_figure1, plot_gradient_ratios, plot_reconstructions
 from .report import (
     Column,
     comparison,
@@ -415,8 +415,11 @@ def write_report(
     first = [next(r for r in runs if r.label == v.name) for v in variants]
     panels = [(f"{shown[r.label]} (seed {r.seed})", r.run_dir) for r in first]
     prefix = "" if name == "report" else f"{name}_"
-    figures = {k: f"{prefix}{k}.png" for k in ("curves", "figure1", "reconstructions")}
+    kinds = ("curves", "gradients", "figure1", "reconstructions")
+    figures = {k: f"{prefix}{k}.png" for k in kinds}
     plot_curves([(shown[r.label], r.run_dir) for r in runs], out / figures["curves"])
+    trained = [(shown[r.label], r.run_dir) for r in runs if r.label != UNTRAINED]
+    gradients = plot_gradient_ratios(trained, out / figures["gradients"])
     plot_figure1(panels, which, out / figures["figure1"])
     plot_reconstructions([(shown[r.label], r.run_dir) for r in first], which,
                          out / figures["reconstructions"])  # fmt: skip
@@ -480,6 +483,13 @@ def write_report(
         "## Figures",
         "",
         f"![training curves]({figures['curves']})",
+        "",
+        "Encoder-gradient norms of the terms relative to the reconstruction's (`diagnostics` "
+        "records, every `grad_norms_every` steps): a ratio of 1e-3 is a term that barely acts."
+        if gradients
+        else "No gradient diagnostics in these runs (`grad_norms_every: null`).",
+        "",
+        f"![gradient ratios]({figures['gradients']})",
         "",
         f"![Figure 1 analogue]({figures['figure1']})",
         "",

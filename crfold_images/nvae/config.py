@@ -7,7 +7,17 @@ Defaults are the paper-scale MNIST run (NVAE's published MNIST settings; docs/de
 
 Modes (the vocabulary of every task): ``base`` (NVAE), ``aug`` (NVAE + Aug: the ELBOs of x and
 t(x), the consistency term logged but not weighted, i.e. CR with lam = 0) and ``cr`` (CR-NVAE).
-The old names ``nvae`` and ``cr-nvae`` still load, with a DeprecationWarning.
+The names ``nvae``, ``nvae+aug`` and ``cr-nvae`` (the paper's rows) load as ``base``, ``aug`` and
+``cr`` through the engine's alias mechanism, with a DeprecationWarning naming the mode to use.
+
+The consistency weight of a step is ``lam``, times D = C * H * W with ``lam_per_dim`` (lambda
+weighs R against the objective per data dimension), times the KL warm-up coefficient beta_t with
+``lam_warmup``. ``lam_warmup`` is off by default: the paper's Eq. 3 has a constant lambda and
+says nothing of a schedule for it, and runs made before the option trained with a constant one.
+Turn it on when the consistency term dominates the first steps: while beta_t is near 1e-4 the
+posteriors are free to sharpen, R = KL(q(z|t(x)) || q(z|x)) grows with 1 / sigma^2, and a
+constant lambda then weighs it up to 1 / beta_t = 1e4 times more than the KL to the prior it is
+meant to sit beside.
 
 The learning-rate and KL warm-up schedules are planned over ``epochs`` (the steps of ``epochs``
 epochs); ``max_steps`` only stops the run early, so a run stopped by ``max_steps`` and resumed
@@ -43,7 +53,7 @@ class NVAEConfig(RunConfig):
     TASK: ClassVar[str] = "nvae"
     TASK_CLASS: ClassVar[str] = "crfold_images.nvae.task:NVAETask"
     MODES: ClassVar[tuple[str, ...]] = MODES
-    MODE_ALIASES: ClassVar[dict[str, str]] = {"nvae": "base", "cr-nvae": "cr"}
+    MODE_ALIASES: ClassVar[dict[str, str]] = {"nvae": "base", "nvae+aug": "aug", "cr-nvae": "cr"}
     # ``epochs`` is not resumable here: the learning-rate and KL schedules span it, so a longer
     # run is a different run (its schedule would jump back up).
     RESUMABLE: ClassVar[tuple[str, ...]] = (
@@ -87,6 +97,16 @@ class NVAEConfig(RunConfig):
         "(CR-NVAE: consistency term summed over all groups)",
     )
     lam: float = option(0.1, "consistency weight lambda of mode cr (CR-VAE paper: 0.1)")
+    lam_per_dim: bool = option(
+        False,
+        "weigh lambda * R against the objective per data dimension: lambda * D in the "
+        "per-image loss, D = C * H * W of the data (MNIST 784, CIFAR-10 3072)",
+    )
+    lam_warmup: bool = option(
+        False,
+        "multiply lambda by the KL warm-up coefficient beta_t (kl_min_coeff -> 1), as the KL "
+        "term; false: a constant lambda, the paper's Eq. 3 (see the module docstring)",
+    )
     cr_path: str = option(
         "own", "own (each posterior on its own top-down path) | shared (x's path)"
     )

@@ -1,4 +1,5 @@
-"""Evaluation of a trained (CR-)NVAE: IW-NLL (nats and bits/dim), linear probe, active units.
+"""Evaluation of a trained (CR-)NVAE: IW-NLL (nats and bits/dim), -ELBO and rate, linear probe,
+active units.
 
 * IW-NLL: :func:`crfold.metrics.iw_nll` over :meth:`NVAE.log_weights` (K importance samples,
   1000 by default as in NVAE's evaluation), in eval mode; reported in nats per image and in bits
@@ -9,6 +10,10 @@
   full mean map (Z * h_0 * w_0), ``"all"`` every group's full map (large at paper scale: 14,400
   dims for MNIST, 153,600 for CIFAR-10). The pooled choice keeps information from every scale at
   a size a linear probe can fit; posterior means (not samples) follow docs/design.md#probe.
+* -ELBO and rate (:func:`elbo_and_rate`): one z ~ q(z|x) per test image along its own top-down
+  path; the rate ``E_x[sum_g KL(q(z_g|x, z_<g) || p(z_g|z_<g))]`` is the whole hierarchy's KL to
+  its prior, an upper bound of I(x; z). No minibatch MI is computed for NVAE: its latents are
+  hierarchical and the paper reports none for it.
 * Active units (Burda et al.: Var_x[mu] >= 0.01 over the test set): ``active_units`` counts every
   latent dim of every group (the whole hierarchy, variances streamed), ``au_top`` the top
   group's, ``au_features`` the probe features'. Spatial pooling shrinks the variance of a
@@ -25,7 +30,7 @@ import torch
 from crfold.metrics import active_units, iw_nll, logistic_probe
 from crfold_images.nvae.model import NVAE
 
-__all__ = ["FEATURES", "iw_nll_nvae", "nvae_evaluate", "posterior_features"]
+__all__ = ["FEATURES", "elbo_and_rate", "iw_nll_nvae", "nvae_evaluate", "posterior_features"]
 
 FEATURES = ("all_pooled", "top", "all")
 AU_THRESHOLD = 0.01  # Burda et al.: a dim is active when Var_x[mu] >= 0.01
@@ -70,6 +75,41 @@ def iw_nll_nvae(
     a = model.arch
     dims = a.in_channels * a.data_size * a.data_size
     return {"nll_nats": nll, "bpd": nll / (math.log(2.0) * dims), "num_samples": num_samples}
+
+
+@torch.no_grad()
+def elbo_and_rate(
+    model: NVAE, batches: Iterable[torch.Tensor], generator: torch.Generator | None = None
+) -> dict[str, float]:
+    """Mean -ELBO and rate over ``batches``, one posterior draw per image, in eval mode.
+
+    Args:
+        model: the NVAE (put in eval mode for the call, restored after).
+        batches: iterable of (B, C, H, W) image batches on the model's device.
+        generator: optional generator for the draws.
+
+    Returns:
+        ``{"neg_elbo": nats, "neg_elbo_bpd": bits/dim, "rate": nats}``: the means over the images
+        of ``-(log p(x|z) - sum_g KL_g)`` and of ``sum_g KL_g`` (analytic per group, along the
+        drawn path).
+    """
+    was_training = _eval_mode(model)
+    total_elbo, total_kl, n = 0.0, 0.0, 0
+    try:
+        for x in batches:
+            out = model(x, generator=generator)
+            total_elbo += float(out.elbo.double().sum())
+            total_kl += float(out.kl.double().sum())
+            n += x.shape[0]
+    finally:
+        model.train(was_training)
+    if n == 0:
+        raise ValueError("batches yielded no images")
+    a = model.arch
+    dims = a.in_channels * a.data_size * a.data_size
+    neg_elbo = -total_elbo / n
+    return {"neg_elbo": neg_elbo, "neg_elbo_bpd": neg_elbo / (math.log(2.0) * dims),
+            "rate": total_kl / n}  # fmt: skip
 
 
 class _RunningVariance:
@@ -153,7 +193,8 @@ def nvae_evaluate(
 
     Args:
         model: the NVAE.
-        test_batches: a callable returning a fresh iterable of test image batches (used twice).
+        test_batches: a callable returning a fresh iterable of test image batches (used three
+            times).
         num_samples, chunk_size, generator: the IW-NLL settings (:func:`iw_nll_nvae`).
         probe: ``(train_batches, train_labels, test_labels)`` - a callable giving the probe's
             train image batches, (N_train,) int64 labels and (N_test,) int64 labels matching
@@ -162,13 +203,18 @@ def nvae_evaluate(
         probe_C: inverse regularisation of the logistic probe.
 
     Returns:
-        dict: ``nll_nats``, ``bpd``, ``num_samples``; ``active_units`` over every latent dim of
-        every group (of ``latent_dims``), ``au_top`` (top group), ``au_features`` (the probe
-        features, of ``feature_dims``); ``features``; with ``probe``, ``probe_accuracy``.
+        dict: ``nll_nats``, ``bpd``, ``num_samples``, ``data_dims``; ``neg_elbo``,
+        ``neg_elbo_bpd`` and ``rate`` (:func:`elbo_and_rate`); ``active_units`` over every
+        latent dim of every group (of ``latent_dims``), ``au_top`` (top group),
+        ``au_features`` (the probe features, of ``feature_dims``); ``features``; with ``probe``,
+        ``probe_accuracy``.
     """
     result: dict[str, float | int | str] = dict(
         iw_nll_nvae(model, test_batches(), num_samples, chunk_size, generator)
     )
+    a = model.arch
+    result["data_dims"] = a.in_channels * a.data_size * a.data_size
+    result.update(elbo_and_rate(model, test_batches(), generator))
     test_feats, test_top, variances = posterior_features(model, test_batches(), features)
     result["active_units"] = int((variances >= AU_THRESHOLD).sum())
     result["latent_dims"] = int(variances.numel())

@@ -13,9 +13,11 @@ Per step, with a batch of grey / colour images x in [0, 1] (one seeded shuffle p
   ``aug`` and ``cr``, :func:`crfold_images.transforms.paper_augmentation`) is drawn on the grey
   or colour image, then binarized;
 * the loss: :func:`~crfold_images.nvae.objective.nvae_objective` (``base``: x alone; ``aug``: x
-  and t(x) with lam = 0, the consistency term logged but not weighted; ``cr``: with ``lam``)
-  under autocast to ``amp`` (latent parameters, KLs and log-likelihoods stay float32), plus
-  ``spectral_lambda`` * (spectral + BN regularisation), outside autocast.
+  and t(x) with lam = 0, the consistency term logged but not weighted; ``cr``: with the step's
+  lambda, :meth:`NVAETask.consistency_weight`: ``lam``, times C * H * W with ``lam_per_dim``,
+  times beta_t with ``lam_warmup``; logged as ``lam``) under autocast to ``amp`` (latent
+  parameters, KLs and log-likelihoods stay float32), plus ``spectral_lambda`` * (spectral + BN
+  regularisation), outside autocast.
 
 Both schedules span the steps of ``epochs`` epochs (``max_steps`` only stops the run), so a run
 stopped early and resumed trains what an uninterrupted one does. Every random draw of a step
@@ -26,8 +28,8 @@ and the run directory (``config.yaml``, ``last.pt``, ``metrics.jsonl``, ``tensor
 
 NVAE's data sets have a train and a test split only: there is no validation and no ``best.pt``
 (nothing may be selected on the test split). After training, :meth:`NVAETask.evaluate` scores the
-last model on the test split (IW-NLL in nats and bits/dim, active units, logistic probe) into
-``eval.json``.
+last model on the test split (IW-NLL in nats and bits/dim, -ELBO, rate, active units, logistic
+probe, and the ``flags`` / ``caveats`` of :mod:`crfold_images.caveats`) into ``eval.json``.
 """
 
 from __future__ import annotations
@@ -42,12 +44,14 @@ import torch
 from crfold.amp import autocast
 from crfold.train.engine import Task
 from crfold.train.runtime import DistInfo, derive_seed
+from crfold_images.caveats import caveats, flags
 from crfold_images.nvae.cells import bn_regularization, spectral_regularization
 from crfold_images.nvae.config import NVAEConfig
 from crfold_images.nvae.data import ImageData, load_images
 from crfold_images.nvae.evaluation import nvae_evaluate
 from crfold_images.nvae.model import NVAE
 from crfold_images.nvae.objective import kl_warmup_coefficient, nvae_objective
+from crfold_images.report import format_caveats
 from crfold_images.transforms import paper_augmentation
 
 __all__ = ["NVAETask", "learning_rate"]
@@ -98,7 +102,9 @@ class NVAETask(Task):
         self.lr_warmup = int(cfg.lr_warmup_epochs * self.steps_per_epoch)
         self.paired = cfg.mode in ("aug", "cr")
         self.aug = paper_augmentation(cfg.aug) if self.paired else None
-        self.lam = cfg.lam if cfg.mode == "cr" else 0.0  # aug: CR with lam = 0
+        self.data_dims = cfg.in_channels * cfg.data_size * cfg.data_size
+        lam = cfg.lam * (self.data_dims if cfg.lam_per_dim else 1)
+        self.lam = lam if cfg.mode == "cr" else 0.0  # aug: CR with lam = 0
 
     # ------------------------------------------------------------------ building
     def build_model(self) -> NVAE:
@@ -140,6 +146,11 @@ class NVAETask(Task):
             step, max(self.schedule_steps, 1), cfg.kl_warmup_fraction, cfg.kl_min_coeff
         )
 
+    def consistency_weight(self, kl_coeff: float) -> float:
+        """lambda of a step whose KL coefficient is ``kl_coeff``: ``lam`` (times D with
+        ``lam_per_dim``; 0 but in mode cr), times ``kl_coeff`` with ``lam_warmup``."""
+        return self.lam * (kl_coeff if self.cfg.lam_warmup else 1.0)
+
     def observe(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Binarize (Bernoulli likelihood, a fresh draw) or pass [0, 1] images through."""
         if self.cfg.likelihood == "bernoulli":
@@ -149,17 +160,18 @@ class NVAETask(Task):
     def loss(self, model, forward, batch, step, total_steps, generator, amp):
         """The terms of one batch: those of ``nvae_objective`` (``recon``, ``kl``, ``kl_raw``,
         ``elbo``; ``recon_aug``, ``kl_aug``, ``consistency`` for aug and cr), ``objective`` (its
-        loss), ``reg`` (spectral + BN), ``kl_coeff`` and ``loss`` = objective +
-        spectral_lambda * reg."""
+        loss), ``reg`` (spectral + BN), ``kl_coeff``, ``lam`` (the step's consistency weight,
+        aug and cr) and ``loss`` = objective + spectral_lambda * reg."""
         cfg = self.cfg
         kl_coeff = self.kl_coefficient(step)
+        lam = self.consistency_weight(kl_coeff)
         x = self.observe(batch, generator)
         x_aug = None
         if self.aug is not None:
             x_aug = self.observe(self.aug(batch, generator=generator), generator)
         with autocast(self.device, amp):  # latents, KLs, log p(x|z) stay float32
             terms, _ = nvae_objective(
-                model, x, kl_coeff=kl_coeff, x_aug=x_aug, lam=self.lam, cr_path=cfg.cr_path,
+                model, x, kl_coeff=kl_coeff, x_aug=x_aug, lam=lam, cr_path=cfg.cr_path,
                 balance=cfg.kl_balance, generator=generator,
             )  # fmt: skip
         reg = spectral_regularization(model, cfg.power_iterations) + bn_regularization(model)
@@ -167,6 +179,8 @@ class NVAETask(Task):
         terms["loss"] = terms["loss"] + cfg.spectral_lambda * reg
         terms["reg"] = reg.detach()
         terms["kl_coeff"] = torch.tensor(kl_coeff)
+        if self.paired:
+            terms["lam"] = torch.tensor(lam)
         return terms
 
     # ------------------------------------------------------------------ evaluation
@@ -203,5 +217,14 @@ class NVAETask(Task):
             probe_C=cfg.probe_C,
             generator=g,
         )
-        result.update(mode=cfg.mode, dataset=cfg.dataset, n_test=int(test.shape[0]))
+        result.update(
+            mode=cfg.mode, dataset=cfg.dataset, n_test=int(test.shape[0]),
+            likelihood=cfg.likelihood, lam_effective=self.lam,
+        )  # fmt: skip
+        if probe is not None:
+            result["num_classes"] = int(data.train_y.max()) + 1
+        result.update(flags=flags(result), caveats=caveats(result))
+        text = format_caveats(result)
+        if text and not self.quiet:
+            print(text, flush=True)
         return result

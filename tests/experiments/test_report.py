@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import warnings
+from pathlib import Path
 
 import pytest
 
@@ -169,3 +171,25 @@ def test_every_row_is_compared_with_the_standardized_untrained_row():
     assert "| -3.0 |" in _line(text, "| CR-FoldingNet (cr) | Linear SVM, std. (%) |")
     assert "SVM, rotated train+test, std. (%)" in text and "Logistic, raw (%)" in text
     assert [c[0] for c in SVM][:2] == ["Linear SVM, raw (%)", "Linear SVM, std. (%)"]
+
+
+def test_gradient_ratios_plot_the_diagnostics_and_skip_terms_that_are_off(tmp_path):
+    from crfold.experiments.plots import plot_gradient_ratios
+
+    def run(name: str, lam_r: float, diagnostics: bool = True) -> Path:
+        d = tmp_path / name
+        d.mkdir()
+        recs = [{"kind": "train", "epoch": 1, "step": 1, "loss": 1.0}]
+        if diagnostics:
+            recs += [{"kind": "diagnostics", "epoch": 1, "step": s, "grad_recon": 10.0,
+                      "grad_kl": 1.0, "grad_consistency": lam_r} for s in (1, 200, 400)]  # fmt: skip
+        (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+        return d
+
+    path = tmp_path / "gradients.png"
+    # aug's lam*R is 0 (off): no point on a log axis, and no warning about it
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert plot_gradient_ratios([("aug", run("aug", 0.0)), ("cr", run("cr", 0.1))], path)
+    assert path.stat().st_size > 5_000
+    assert not plot_gradient_ratios([("off", run("off", 0.1, diagnostics=False))], path)

@@ -188,7 +188,7 @@ def test_table9_end_to_end_reports_and_resumes(tmp_path, capsys):
     args = ["experiment", "table9", "--out", str(out), "--seeds", "2", "--jobs", "2", *SMALL]
     assert main(args) == 0
     report = (out / "report.md").read_text()
-    for name in ("curves.png", "figure1.png", "reconstructions.png"):
+    for name in ("curves.png", "gradients.png", "figure1.png", "reconstructions.png"):
         assert (out / name).stat().st_size > 10_000, name
         assert f"]({name})" in report
     assert "| FoldingNet-VAE + Aug (aug) |" in report and "| CR-FoldingNet (cr) |" in report

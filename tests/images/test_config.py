@@ -108,3 +108,22 @@ def test_amp_choices_are_crfolds():
         assert load_config(None, [f"amp={amp}"], cls=ImageConfig).amp == amp
     with pytest.raises(ValueError, match="amp"):
         load_config(None, ["amp=fp8"], cls=ImageConfig)
+
+
+def test_lam_per_dim_weighs_lambda_against_nats_per_dimension():
+    from crfold_images.task import loss_config
+
+    cfg = ImageConfig(mode="cr", lam=0.1)
+    assert not cfg.lam_per_dim  # the paper's Eq. 3: lambda * R against nats per image
+    assert cfg.effective_lam(3072) == pytest.approx(0.1)
+    per_dim = cfg.replace(lam_per_dim=True)
+    assert per_dim.effective_lam(3072) == pytest.approx(307.2)  # lambda * D, D = C * H * W
+    assert per_dim.replace(lam=None, beta=0.5).effective_lam(784) == pytest.approx(0.05 * 784)
+    assert loss_config(per_dim, 784).lam == pytest.approx(78.4)
+    assert loss_config(cfg).lam == loss_config(cfg, 784).lam == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="lam_per_dim"):
+        loss_config(per_dim)  # the dimensions are needed
+    with pytest.raises(ValueError, match="data_dims"):
+        cfg.effective_lam(0)
+    assert load_config(None, ["task=images", "lam_per_dim=true"]).lam_per_dim is True
+    assert "lam_per_dim" not in ImageConfig.RESUMABLE  # another objective: another run

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 
@@ -60,6 +61,16 @@ def test_identical_cells_share_a_run_directory(tmp_path):
         run_dir_of(tmp_path, cell_config(base.replace(weight_decay=1e-6), cr1, {}, 1)) not in dirs
     )
     assert set(run_key(base)).isdisjoint({"seed", "data_root", "epochs", "num_threads"})
+    # A key added later (lam_per_dim) leaves the names of runs at its default alone: the hash
+    # is the one of the keys the config had before it ...
+    cfg = cell_config(base, cr1, {}, 1)
+    skip = {*cfg.RESUMABLE, "seed", "data_root", "lam_per_dim"}
+    before = {k: v for k, v in cfg.to_dict().items() if k not in skip}
+    digest = hashlib.sha1(json.dumps(before, sort_keys=True).encode()).hexdigest()[:8]
+    assert run_dir_of(tmp_path, cfg).parent.name == f"vae-b1-cr-{digest}"
+    # ... and names another run when set.
+    per_dim = cell_config(base.replace(lam_per_dim=True), cr1, {}, 1)
+    assert run_key(per_dim)["lam_per_dim"] is True and run_dir_of(tmp_path, per_dim) not in dirs
 
 
 def test_threads_per_run_split_the_cpus_between_jobs(monkeypatch):
@@ -158,3 +169,45 @@ def test_help_config_lists_the_keys(capsys):
     with pytest.raises(SystemExit):
         crfold_main(["images", "tables", "--help-config"])
     assert "probe_max_train" in capsys.readouterr().out
+
+
+def _result(**values):
+    base = {"num_classes": 10, "n_test": 10_000, "mi_batch_size": 10_000, "likelihood": "bernoulli"}
+    return {**base, **values}
+
+
+def test_tables_mark_what_shows_nothing_and_say_what_the_numbers_cannot_show():
+    from crfold_images.experiments import _caveat_section, _main_table
+
+    cells = build_grid("table1", ["mnist"], ["vae"])  # VAE, VAE + Aug, CR-VAE
+    short = _result(mi=-0.01, au=0, probe_accuracy=0.1, iw_nll=540.0, rate=0.0)
+    results = {
+        0: [short, _result(mi=0.004, au=0, probe_accuracy=0.099, iw_nll=541.0, rate=0.01)],
+        1: [_result(mi=4.0, au=12, probe_accuracy=0.9, iw_nll=95.0, rate=20.0)] * 2,
+        2: [_result(mi=9.21, au=30, probe_accuracy=0.95, iw_nll=94.0, rate=30.0)] * 2,
+    }
+    t1 = _main_table("table1", cells, results)
+    assert "| VAE | -0.0 ± 0.0 (chance) | 0.0 ± 0.0 (collapsed) |" in t1  # mean MI -0.003
+    assert "| VAE + Aug | 4.0 ± 0.0 | 12.0 ± 0.0 |" in t1
+    assert "9.2 ± 0.0 (ceiling)" in t1  # at log B = 9.21: models cannot differ in it
+    t2 = _main_table("table2", cells, results)
+    assert "| VAE | 9.9 ± 0.1 (chance) |" in t2 and "| VAE + Aug | 90.0 ± 0.0 |" in t2
+    text = _caveat_section([c.label for c in cells], results, seeds=2)
+    assert "- VAE: probe % = 9.9 ± 0.1 (chance)" in text
+    assert "- (chance): at/below chance: run too short to show anything" in text
+    assert "- (ceiling): at the MI estimator's ceiling log B" in text
+    assert "log B = 9.21 nats" in text and "rate = E[KL" in text and "one seed" not in text
+    fine = {i: [_result(mi=4.0, au=12, probe_accuracy=0.9, iw_nll=95.0)] for i in range(3)}
+    text = _caveat_section([c.label for c in cells], fine, seeds=1)
+    assert "No cell is at chance" in text and "one seed: no spread" in text
+
+
+def test_colour_nll_is_also_reported_in_bits_per_dimension():
+    from crfold_images.experiments import _main_table
+
+    cells = build_grid("table3", ["celeba", "mnist"], ["vae"])
+    colour = _result(likelihood="logistic", iw_nll=8517.0, iw_nll_bpd=4.0, data_dims=3072)
+    grey = _result(iw_nll=90.0, iw_nll_bpd=0.166, data_dims=784)
+    results = {i: [colour if c.dataset == "celeba" else grey] for i, c in enumerate(cells)}
+    header = _main_table("table3", cells, results).splitlines()[0]
+    assert header == "| Method | celeba NLL | celeba bpd | mnist NLL |"

@@ -67,6 +67,13 @@ def test_collapsed_encoder_has_no_active_units_and_zero_mi():
     assert out["consistency_kl"] == pytest.approx(0.0, abs=1e-9)
     assert out["consistency_mu_distance"] == pytest.approx(0.0, abs=1e-9)
     assert out["probe_accuracy"] <= 0.5  # nothing to separate: constant codes
+    assert out["rate"] == pytest.approx(0.0, abs=1e-9)  # q(z|x) = p(z) for every x
+    # What these numbers show: nothing; eval.json says so instead of printing them silently.
+    assert out["flags"]["au"] == "collapsed"
+    if out["probe_accuracy"] <= 0.25 + 2 * math.sqrt(0.25 * 0.75 / 40):
+        assert out["flags"]["probe_accuracy"] == "chance"
+    assert out["caveats"][0].startswith(next(iter(out["flags"])))
+    assert out["num_classes"] == 4 and out["likelihood"] == "bernoulli"
 
 
 def test_informative_encoder_all_units_active_probe_perfect():
@@ -80,6 +87,13 @@ def test_informative_encoder_all_units_active_probe_perfect():
     # Jensen: the importance-sampled NLL is below -ELBO.
     assert out["iw_nll"] <= out["neg_elbo"] + 1e-6
     assert (out["iw_samples"], out["iw_images"]) == (64, 40)
+    # The rate bounds I(x; z) from above and, unlike the estimate, has no log B ceiling.
+    assert out["rate"] > out["mi"] + 10 and out["mi_ceiling"] == pytest.approx(math.log(40))
+    assert out["flags"] == {"mi": "ceiling"}  # every separated encoder reaches log B
+    assert any("log B = 3.69 nats" in c for c in out["caveats"])
+    assert out["data_dims"] == 784
+    assert out["iw_nll_bpd"] == pytest.approx(out["iw_nll"] / (math.log(2) * 784))
+    assert out["neg_elbo_bpd"] == pytest.approx(out["neg_elbo"] / (math.log(2) * 784))
 
 
 def test_subsets_are_fixed_random_samples_not_prefixes():

@@ -203,3 +203,27 @@ def test_fp16_on_cpu_is_refused(tmp_path):
     with pytest.raises(ValueError, match="fp16 needs a CUDA device"):
         train_run(tiny("epochs=1", "amp=fp16"), tmp_path / "run", quiet=True)
     assert not (tmp_path / "run" / "last.pt").exists()  # refused before training
+
+
+def test_lam_per_dim_multiplies_the_consistency_weight_by_the_data_dims():
+    """The same step, lam_per_dim off and on: the losses differ by lambda * (D - 1) * R only."""
+    from crfold.train.runtime import DistInfo, step_generator
+    from crfold_images.task import ImageTask
+
+    terms = {}
+    for per_dim in (False, True):
+        cfg = tiny("mode=cr", "lam=0.1", f"lam_per_dim={per_dim}")
+        task = ImageTask(cfg, torch.device("cpu"), DistInfo())
+        torch.manual_seed(0)
+        model = task.build_model()
+        batch = next(iter(task.train_batches(0, 0)))
+        gen = step_generator(cfg.seed, 0, 0, torch.device("cpu"))
+        terms[per_dim] = task.loss(model, model, batch, 0, 1, gen, None)
+    assert task.loss_cfg.lam == pytest.approx(0.1 * 784)  # digits: 1 x 28 x 28
+    off, on = terms[False], terms[True]
+    for key in ("recon", "kl", "recon_aug", "kl_aug", "consistency"):
+        torch.testing.assert_close(off[key], on[key], rtol=0, atol=0, msg=key)
+    torch.testing.assert_close(on["loss"] - off["loss"], 0.1 * 783 * off["consistency"])
+    # = 784 * [(L(x) + L(t(x))) / 784 + 0.1 * R]: lambda weighs R against nats per dimension
+    elbos = off["loss"] - 0.1 * off["consistency"]
+    torch.testing.assert_close(on["loss"], 784 * (elbos / 784 + 0.1 * off["consistency"]))

@@ -81,10 +81,11 @@ def _started(cache: Path, root: Path, log: Path) -> Iterator[subprocess.Popen]:
         proc.wait()
 
 
-def _probe(cache: Path, root: Path = REPO) -> str:
-    """Output of the probe run from checkout ``root``; asserts that the compiled op served."""
+def _probe(cache: Path, root: Path = REPO, python: str = sys.executable) -> str:
+    """Output of the probe run from checkout ``root`` by ``python``; asserts that the compiled op
+    served."""
     run = subprocess.run(
-        [sys.executable, "-c", PROBE], cwd=root, env=_env(cache, root),
+        [python, "-c", PROBE], cwd=root, env=_env(cache, root),
         capture_output=True, text=True, timeout=TIMEOUT,
     )  # fmt: skip
     out = run.stdout + run.stderr
@@ -149,6 +150,34 @@ def test_checkouts_in_other_folders_share_the_build(cache, tmp_path):
     after = lib.stat()
     assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
     assert sorted(p.name for p in lib.parent.iterdir()) == sorted([lib.name, "build.flock"])
+
+
+def _venv(where: Path) -> str:
+    """A new venv at ``where`` (no pip) that sees this environment's packages through a .pth
+    file; its python."""
+    import site
+    import venv
+
+    venv.EnvBuilder(with_pip=False, symlinks=True).create(where)
+    python = where / "bin" / "python"
+    purelib = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    Path(purelib, "parent_env.pth").write_text("\n".join(site.getsitepackages()) + "\n")
+    return str(python)
+
+
+def test_two_venvs_share_the_build(cache, tmp_path):
+    """Two venvs (other prefixes, other interpreter paths) running the same sources with the same
+    torch load one build: nothing path-dependent reaches the key."""
+    lib = _ensure_built(cache)
+    before = lib.stat()
+    for name in ("venv_a", "venv_b"):
+        out = _probe(cache, REPO, _venv(tmp_path / name))
+        assert BUILDING not in out, out
+    after = lib.stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
 
 
 def test_a_process_waiting_for_another_build_says_so(cache):

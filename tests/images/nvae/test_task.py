@@ -6,6 +6,7 @@ import importlib
 import json
 import math
 import os
+import re
 import runpy
 import sys
 from pathlib import Path
@@ -86,6 +87,14 @@ def test_each_mode_trains_and_writes_the_engine_layout(tmp_path: Path, mode: str
     assert 0 <= result["au_features"] <= 16 and 0 <= result["au_top"] <= 4 * 8 * 8
     assert 0 <= result["active_units"] <= result["latent_dims"] == 4 * (2 * 8 * 8 + 2 * 16 * 16)
     assert 0.0 <= result["probe_accuracy"] <= 1.0
+    # -ELBO and rate on one draw per test image; -ELBO bounds the IW-NLL from above in
+    # expectation (3 importance samples here: only loosely).
+    assert result["rate"] >= 0 and result["neg_elbo"] > result["rate"]
+    assert result["neg_elbo_bpd"] == pytest.approx(result["neg_elbo"] / (math.log(2) * 784))
+    assert result["data_dims"] == 784 and result["likelihood"] == "bernoulli"
+    assert result["num_classes"] >= 2 and isinstance(result["flags"], dict)
+    assert all(isinstance(c, str) for c in result["caveats"])
+    assert result["lam_effective"] == (0.5 if mode == "cr" else 0.0)
     cfg = load_config(run / "config.yaml")
     assert isinstance(cfg, NVAEConfig) and cfg.mode == mode
     records = train_records(run)
@@ -97,6 +106,7 @@ def test_each_mode_trains_and_writes_the_engine_layout(tmp_path: Path, mode: str
         if mode != "base":
             elbos += r["recon_aug"] + r["kl_coeff"] * r["kl_aug"]
         lam = 0.5 if mode == "cr" else 0.0  # aug: the consistency term is logged, not weighted
+        assert r.get("lam", 0.0) == pytest.approx(lam) and ("lam" in r) == (mode != "base")
         expect = elbos + lam * r.get("consistency", 0.0)
         assert r["objective"] == pytest.approx(expect, rel=1e-5)
         assert r["kl_coeff"] < 1 if r["step"] == 1 else r["kl_coeff"] == 1.0
@@ -130,6 +140,35 @@ def test_aug_trains_on_x_and_tx_without_the_consistency_term() -> None:
         torch.testing.assert_close(aug[key], cr[key], rtol=0, atol=0, msg=key)
     assert aug["consistency"] > 0 and not torch.equal(aug["recon"], aug["recon_aug"])  # t(x) != x
     torch.testing.assert_close(cr["loss"] - aug["loss"], 0.5 * cr["consistency"])
+
+
+def test_lam_warmup_and_lam_per_dim_scale_the_consistency_weight() -> None:
+    """lam_warmup: lambda * beta_t, the KL term's warm-up factor; lam_per_dim: lambda * D."""
+    assert not NVAEConfig().lam_warmup and not NVAEConfig().lam_per_dim  # the defaults
+    terms = {}
+    for name, extra in (("const", []), ("warm", ["lam_warmup=true"]),
+                        ("per_dim", ["lam_per_dim=true"]), ("aug", ["mode=aug"])):  # fmt: skip
+        cfg = tiny_config("mode=cr", "lam=0.5", "spectral_lambda=0", *extra)
+        task = tiny_task(cfg)
+        torch.manual_seed(0)
+        model = task.build_model()
+        batch = next(iter(task.train_batches(0, 0)))
+        gen = step_generator(cfg.seed, 0, 0, torch.device("cpu"))
+        terms[name] = task.loss(model, model, batch, 0, 2, gen, None)
+        if name == "warm":
+            assert task.consistency_weight(1e-4) == pytest.approx(0.5e-4)
+            assert task.consistency_weight(1.0) == pytest.approx(0.5)  # after the warm-up
+        if name == "per_dim":
+            assert task.lam == pytest.approx(0.5 * 784)  # 1 x 28 x 28 data
+    beta_0 = float(terms["warm"]["kl_coeff"])
+    assert beta_0 < 0.01  # step 0 of the warm-up
+    for name, lam in (("const", 0.5), ("warm", 0.5 * beta_0), ("per_dim", 0.5 * 784)):
+        t = terms[name]
+        assert float(t["lam"]) == pytest.approx(lam)
+        torch.testing.assert_close(t["consistency"], terms["aug"]["consistency"], rtol=0, atol=0)
+        atol = 4e-7 * float(t["loss"].detach().abs())  # float32 rounding of a loss of ~1e3 nats
+        diff = t["loss"] - terms["aug"]["loss"]
+        torch.testing.assert_close(diff, lam * t["consistency"], rtol=1e-5, atol=atol)
 
 
 def test_interrupted_by_max_steps_then_resumed_equals_uninterrupted(tmp_path: Path) -> None:
@@ -302,9 +341,9 @@ def test_config_overrides_are_typed_and_checked() -> None:
 
 
 def test_old_mode_names_map_to_the_shared_vocabulary(tmp_path: Path) -> None:
-    for old, new in (("cr-nvae", "cr"), ("nvae", "base")):
+    for old, new in (("cr-nvae", "cr"), ("nvae", "base"), ("nvae+aug", "aug")):
         with pytest.warns(
-            DeprecationWarning, match=f"mode '{old}' is the old name of mode '{new}'"
+            DeprecationWarning, match=re.escape(f"mode '{old}' is the old name of mode '{new}'")
         ):
             assert tiny_config(f"mode={old}").mode == new
     yaml_file = tmp_path / "old.yaml"
