@@ -94,7 +94,8 @@ class NVAEConfig(RunConfig):
     mode: str = option(
         "base",
         "base (NVAE) | aug (NVAE + Aug: x and t(x), consistency logged with lam = 0) | cr "
-        "(CR-NVAE: consistency term summed over all groups)",
+        "(CR-NVAE: consistency term summed over all groups); the paper's names nvae, nvae+aug "
+        "and cr-nvae are aliases",
     )
     lam: float = option(0.1, "consistency weight lambda of mode cr (CR-VAE paper: 0.1)")
     lam_per_dim: bool = option(

@@ -189,11 +189,15 @@ class NVAETask(Task):
         return {}
 
     def evaluate(self, model: torch.nn.Module, run_dir: Path) -> dict[str, Any]:
-        """IW-NLL (nats, bits/dim), active units and the probe on the test split, float32.
+        """IW-NLL (nats, bits/dim), -ELBO and rate, active units and the probe on the test
+        split, float32, with their ``flags`` and ``caveats`` (:mod:`crfold_images.caveats`,
+        printed unless quiet).
 
         The test images are binarized once with ``data_seed`` (Bernoulli); the probe (when
         ``probe`` and every train image has a label: CelebA has none) is fit on the train
-        split's features. The importance samples are drawn from a generator seeded ``seed + 1``.
+        split's features. The importance samples (then the -ELBO / rate draws) come from a
+        generator seeded ``seed + 1``. ``lam_effective`` is the consistency weight after the
+        warm-up (``lam``, times D with ``lam_per_dim``; 0 but in mode cr).
         """
         cfg, data = self.cfg, self.data
         test = data.observed("test", cfg.likelihood, cfg.data_seed)

@@ -227,3 +227,23 @@ def test_lam_per_dim_multiplies_the_consistency_weight_by_the_data_dims():
     # = 784 * [(L(x) + L(t(x))) / 784 + 0.1 * R]: lambda weighs R against nats per dimension
     elbos = off["loss"] - 0.1 * off["consistency"]
     torch.testing.assert_close(on["loss"], 784 * (elbos / 784 + 0.1 * off["consistency"]))
+
+
+def test_amp_auto_is_the_default_and_reaches_the_nets(tmp_path):
+    """amp=auto resolves per device (bf16 on a CPU with native bf16) and the step runs in it."""
+    from crfold.amp import amp_dtype
+    from crfold.train import Trainer
+
+    assert ImageConfig().amp == "auto"
+    trainer = Trainer(tiny("epochs=1", "amp=auto", f"run_dir={tmp_path / 'run'}"), quiet=True)
+    try:
+        assert trainer.amp_dtype == amp_dtype("auto", "cpu")
+        dtypes = []
+        trainer.model.encoder.head.register_forward_hook(lambda m, i, o: dtypes.append(o.dtype))
+        images, _ = trainer.task.splits.train.get_batch(torch.arange(32))
+        terms = trainer.train_step(images)
+        assert set(dtypes) == {trainer.amp_dtype or torch.float32}
+        assert all(math.isfinite(v) for v in terms.values())
+    finally:
+        trainer.log.close()
+        trainer.close()
