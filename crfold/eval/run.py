@@ -11,8 +11,9 @@ overridden:
 
 * ``reconstruction``: Chamfer of decode(mu(x)) against x in both conventions (FoldingNet's
   sqrt/max and the squared sum), :func:`crfold.eval.reconstruction.reconstruction_metrics`.
-* ``probe``: linear SVM and logistic regression fit on the codes of ``train_split`` and scored on
-  the probe split (``probe_split=holdout``: fit on the kept part of ``train_split`` only) (:mod:`crfold.eval.probe`), under both protocols, always:
+* ``probe``: linear SVM and logistic regression (:mod:`crfold.eval.probe`) fit on the codes of
+  ``train_split`` and scored on the probe split (``probe_split=holdout``: fit on the kept part of
+  ``train_split`` only), under both protocols, always:
   ``{"raw": {"svm", "logistic"}, "standardized": {"svm", "logistic"}, "headline", "C"}``. ``raw``
   is FoldingNet's protocol (LinearSVC on the posterior means as they are); ``standardized`` fits
   a StandardScaler on the train codes first. The run's ``probe_standardize`` only names the
