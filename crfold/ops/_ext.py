@@ -3,12 +3,21 @@
 The extension is compiled with ``torch.utils.cpp_extension.load`` on first use and cached as
 ``$CRFOLD_CACHE/knn_<key>/crfold_knn.so`` (``crfold_knn_cuda.so`` with the CUDA kernels;
 ``$CRFOLD_CACHE`` defaults to ``~/.cache/crfold``). The key hashes what the library depends on:
-the sources' contents, the torch and Python versions, the compiler flags, the CPU's flags (for
-``-march=native``) and CPU/CUDA, never a path. A cached library is loaded with
+the contents of ``csrc/`` and the lists of sources compiled, the torch and Python versions, the
+compiler named by ``$CXX`` (its name and the first line of its ``--version``), the compiler flags,
+the CPU's flags (for ``-march=native``) and CPU/CUDA. A CUDA build adds the nvcc flags, CUDA's
+version as torch sees it (``torch.version.cuda``), ``$CUDA_HOME`` and its ``nvcc --version``,
+and the GPU architectures it is built for: ``$TORCH_CUDA_ARCH_LIST``, or, when that is unset or
+``native`` (torch then builds for the visible GPUs only), the visible GPUs' compute
+capabilities, so a cache shared by machines with other GPUs (an NFS home) never hands an sm_90
+build to an A100. The only path in the key is ``$CUDA_HOME``. A cached library is loaded with
 ``torch.ops.load_library`` without running ninja, so every checkout and venv of the same sources,
-torch and flags shares one build (ninja would rebuild whenever the source or torch paths differ
-from those written in its ``build.ninja``). Nothing is compiled at ``pip install`` time, so
-installing never fails and never needs a torch in an isolated build environment.
+torch, compiler and flags shares one build (ninja would rebuild whenever the source or torch
+paths differ from those written in its ``build.ninja``). The CPU key is computed at every
+process's first load and costs about 5 ms on a busy 2-core machine (hashing ``csrc/`` about 1 ms,
+the one subprocess, ``$CXX --version``, the rest; it runs once per process and torch.cuda is
+never queried). Nothing is compiled at ``pip install`` time, so installing never fails and never
+needs a torch in an isolated build environment.
 
 Builds may be killed and may race:
 
@@ -21,7 +30,8 @@ Builds may be killed and may race:
 
 A build says so on stderr ("building the kNN extension (about 30 s) ..."), once.
 
-``load()`` never raises: when the build fails (no compiler, no headers, no ninja), the reason is
+``load()`` never raises: when the build fails (no compiler, no headers, no ninja) or anything
+else goes wrong (no home folder for the cache, an unreadable ``$CRFOLD_CACHE``), the reason is
 kept in :data:`build_error` and :mod:`crfold.ops` serves the pure-torch reference with a one-time
 warning. ``python -m crfold.ops.build`` builds eagerly and prints the reason on failure.
 """
@@ -29,10 +39,12 @@ warning. ``python -m crfold.ops.build`` builds eagerly and prints the reason on 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
 import platform
 import shutil
+import subprocess
 import sys
 import tempfile
 import threading
@@ -88,19 +100,53 @@ def _cpu_signature() -> str:
     return platform.machine() + flags
 
 
+@functools.cache
+def _tool_version(*command: str) -> str:
+    """The output of ``command`` (e.g. ``c++ --version``), run once per process; an error text
+    when it cannot run (the build then fails and says why)."""
+    try:
+        run = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"{command[0]}: {type(exc).__name__}"
+    return (run.stdout or run.stderr).strip()
+
+
+def _cuda_archs() -> str:
+    """What torch builds CUDA code for: ``$TORCH_CUDA_ARCH_LIST``, or, unset or ``native``, the
+    sorted compute capabilities of the visible GPUs (what torch then compiles for)."""
+    archs = os.environ.get("TORCH_CUDA_ARCH_LIST", "")
+    if archs and archs != "native":
+        return archs
+    caps = {torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count())}
+    return "visible " + " ".join(f"{major}.{minor}" for major, minor in sorted(caps))
+
+
+def _cuda_signature() -> str:
+    """torch's CUDA version, the nvcc that builds (``$CUDA_HOME`` and all of its ``--version``:
+    the first line is the same for every release) and the target architectures."""
+    from torch.utils.cpp_extension import CUDA_HOME
+
+    nvcc = _tool_version(str(Path(CUDA_HOME or "", "bin", "nvcc")), "--version")
+    return f"cuda {torch.version.cuda} {CUDA_HOME} {nvcc} {_cuda_archs()}"
+
+
 def library_path(cuda: bool) -> Path:
     """``$CRFOLD_CACHE/knn_<key>/crfold_knn[_cuda].so``: where this build lives once built."""
     h = hashlib.sha256(_LAYOUT)
-    for src in sorted(CSRC.iterdir()):
-        h.update(src.name.encode())
+    for src in sorted(p for p in CSRC.rglob("*") if p.is_file()):
+        h.update(src.relative_to(CSRC).as_posix().encode())
         h.update(src.read_bytes())
+    h.update(" ".join(CPU_SOURCES + (CUDA_SOURCES if cuda else [])).encode())
     h.update(f"{torch.__version__} {torch.version.git_version}".encode())
     h.update(sys.implementation.cache_tag.encode())  # the library links libtorch_python
+    cxx = os.environ.get("CXX", "c++")  # what torch.utils.cpp_extension compiles with
+    cxx_version = _tool_version(cxx, "--version").partition("\n")[0]  # clang's next: paths
+    h.update(f"{cxx} {cxx_version}".encode())
     h.update(" ".join(_cflags(cuda) + list(LDFLAGS)).encode())
     h.update(_cpu_signature().encode())
     if cuda:
         h.update(" ".join(CUDA_CFLAGS).encode())
-        h.update(os.environ.get("TORCH_CUDA_ARCH_LIST", "").encode())
+        h.update(_cuda_signature().encode())
     root = Path(os.environ.get("CRFOLD_CACHE") or Path.home() / ".cache" / "crfold")
     name = "crfold_knn_cuda" if cuda else "crfold_knn"
     return root / f"knn_{h.hexdigest()[:16]}" / f"{name}.so"
@@ -217,15 +263,20 @@ def load(verbose: bool = False) -> bool:
             build_error = "CRFOLD_FORCE_REFERENCE=1 is set"
             _loaded = False
             return False
-        cuda = _want_cuda()
-        lib = library_path(cuda)
-        error = _load_or_build(lib, cuda, verbose)
-        if cuda and error is not None:  # the CPU kernels still serve CPU tensors
-            cuda, lib = False, library_path(cuda=False)
-            cuda_error, error = error, _load_or_build(lib, cuda, verbose)
-            build_error = f"CUDA kernels unavailable: {cuda_error}" if error is None else error
-        else:
-            build_error = error
+        cuda, lib = False, None
+        try:  # anything (no home folder, an unreadable cache) means "fall back", never a raise
+            cuda = _want_cuda()
+            lib = library_path(cuda)
+            error = _load_or_build(lib, cuda, verbose)
+            if cuda and error is not None:  # the CPU kernels still serve CPU tensors
+                cuda, lib = False, library_path(cuda=False)
+                cuda_error, error = error, _load_or_build(lib, cuda, verbose)
+                build_error = f"CUDA kernels unavailable: {cuda_error}" if error is None else error
+            else:
+                build_error = error
+        except Exception as exc:  # noqa: BLE001
+            where = f" ({lib})" if lib is not None else ""
+            error = build_error = f"loading the kNN extension{where} failed: {exc!r}"
         _loaded = error is None
         with_cuda = cuda and _loaded
         library = lib if _loaded else None

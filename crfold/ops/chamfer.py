@@ -1,19 +1,29 @@
 """Chamfer distance: plain torch on top of :func:`crfold.ops.knn_points` (K = 1).
 
 Conventions (docs/design.md#chamfer): per-point terms are squared L2 distances to the nearest
-neighbour (or their square root with ``squared=False``; L1 distances with ``norm=1``); ``point_reduction`` reduces over the valid
-points of each cloud; ``direction_reduction`` combines the two directions (by default PyTorch3D's
-rule: the sum, or the larger one when ``point_reduction="max"``; ``"max"`` with a point mean is
-FoldingNet's metric); ``batch_reduction`` reduces over clouds. Empty clouds contribute 0 and never
-produce NaN.
+neighbour (or their square root with ``squared=False``; L1 distances with ``norm=1``);
+``point_reduction`` reduces over the valid points of each cloud; ``direction_reduction`` combines
+the two directions (by default PyTorch3D's rule: the sum, or the larger one when
+``point_reduction="max"``; ``"max"`` with a point mean is FoldingNet's metric);
+``batch_reduction`` reduces over clouds. Empty clouds contribute 0 and never produce NaN.
+
+The weights check and the overflow check of the result are shared with the PyTorch3D drop-in
+(:mod:`crfold.ops.pytorch3d`).
 """
 
 from __future__ import annotations
 
 import torch
 
-from .knn import is_symbolic, knn_points_named, validate_clouds, wider_dtype_hint
-from .layouts import as_padded
+from .knn import (
+    check_norm,
+    compute_dtype,
+    is_symbolic,
+    knn_points_named,
+    validate_clouds,
+    wider_dtype_hint,
+)
+from .layouts import _has_normals, _is_pointclouds, as_padded
 
 POINT_REDUCTIONS = ("mean", "sum", "max", None)
 BATCH_REDUCTIONS = ("mean", "sum", None)
@@ -43,8 +53,28 @@ def _reduce_points(d: torch.Tensor, lengths: torch.Tensor, how: str) -> torch.Te
     return d.sum(dim=1) / lengths.clamp_min(1).to(d.dtype)
 
 
-def _check_result(c: torch.Tensor, out_dtype: torch.dtype) -> torch.Tensor:
-    """``c`` cast to ``out_dtype``; ValueError if a finite sum overflowed to inf on the way."""
+def check_weights(weights, B: int, device: torch.device, dtype: torch.dtype):
+    """``weights`` checked to be (B,) finite non-negative floats, returned on ``device`` in
+    ``dtype``; None stays None. The value check skips meta/fake tensors and ``torch.compile``."""
+    if weights is None:
+        return None
+    if not isinstance(weights, torch.Tensor) or weights.shape != (B,):
+        got = tuple(weights.shape) if isinstance(weights, torch.Tensor) else type(weights).__name__
+        raise ValueError(f"weights must be a tensor of shape ({B},), got {got}")
+    if not weights.is_floating_point():
+        raise ValueError(f"weights must be a float tensor, got {weights.dtype}")
+    if (
+        not torch.compiler.is_compiling()
+        and not is_symbolic(weights)
+        and not bool((torch.isfinite(weights) & (weights >= 0)).all())
+    ):
+        raise ValueError("weights must be finite and non-negative")
+    return weights.to(device=device, dtype=dtype)
+
+
+def check_result(c: torch.Tensor, out_dtype: torch.dtype) -> torch.Tensor:
+    """``c`` (computed in :func:`~crfold.ops.knn.compute_dtype`) cast to ``out_dtype``;
+    ValueError if a finite result overflowed to inf, in the computation or in the cast."""
     out = c.to(out_dtype)
     if out.numel() == 0 or is_symbolic(out) or torch.compiler.is_compiling():
         return out
@@ -56,6 +86,18 @@ def _check_result(c: torch.Tensor, out_dtype: torch.dtype) -> torch.Tensor:
             f"{wider_dtype_hint(out_dtype)}"
         )
     return out
+
+
+def _reject_normals(cloud, name: str) -> None:
+    """ValueError for a ``Pointclouds`` with normals: this Chamfer distance would drop them where
+    PyTorch3D's adds a normal term (kNN takes such clouds: normals play no part in it)."""
+    if _is_pointclouds(cloud) and _has_normals(cloud):
+        raise ValueError(
+            f"{name} is a pytorch3d Pointclouds with normals, which crfold.ops.chamfer_distance "
+            "does not use (PyTorch3D's chamfer_distance would add a normal term): pass its "
+            f"points alone, crfold.ops.interop.from_pytorch3d({name}), or use "
+            "crfold.ops.pytorch3d.chamfer_distance, which follows PyTorch3D with normals"
+        )
 
 
 def chamfer_distance(
@@ -75,8 +117,10 @@ def chamfer_distance(
     """Chamfer distance between two batches of (possibly ragged) point clouds.
 
     Args:
-        x: (B, P1, D) clouds; float16/bfloat16/float32/float64.
-        y: (B, P2, D) clouds, same dtype/device.
+        x: (B, P1, D) clouds; float16/bfloat16/float32/float64. A pytorch3d ``Pointclouds``
+            (its padded points and lengths; one with normals is a ValueError) or a PyG
+            ``Data``/``Batch`` is accepted too.
+        y: (B, P2, D) clouds, same dtype/device (or a ``Pointclouds``/``Data``).
         x_lengths: (B,) int, valid points of each ``x`` cloud (default P1).
         y_lengths: (B,) int, valid points of each ``y`` cloud (default P2).
         squared: per-point term is the squared distance (True) or the distance (False; gradient
@@ -102,8 +146,12 @@ def chamfer_distance(
         per-point terms (weighted by ``weights``), 0 at padding; ``batch_reduction`` must be None.
 
     Raises:
-        ValueError: invalid arguments (named), NaN/inf in a valid point, or a result that
-            overflows to inf in the output dtype although the inputs are finite (eager mode).
+        ValueError: invalid arguments (named), a ``Pointclouds`` with normals, NaN/inf in a valid
+            point, or, in eager mode, finite inputs whose computation overflows: a squared L2
+            distance (computed by kNN also for ``squared=False``, so float32 points about 1.8e19
+            apart raise although their distance fits) or L1 distance in the compute dtype
+            (float32 for float16/bfloat16 inputs), or the result in the output dtype (a point
+            sum, or the mean, which divides that sum).
     """
     if point_reduction not in POINT_REDUCTIONS:
         raise ValueError(
@@ -115,12 +163,12 @@ def chamfer_distance(
         )
     if direction_reduction not in DIRECTION_REDUCTIONS:
         raise ValueError(
-            f"direction_reduction must be one of {DIRECTION_REDUCTIONS}, got {direction_reduction!r}"
+            f"direction_reduction must be one of {DIRECTION_REDUCTIONS}, "
+            f"got {direction_reduction!r}"
         )
     if point_reduction is None and batch_reduction is not None:
         raise ValueError("batch_reduction must be None when point_reduction is None")
-    if isinstance(norm, bool) or not isinstance(norm, int) or norm not in (1, 2):
-        raise ValueError(f"norm must be 1 (L1) or 2 (L2), got {norm!r}")
+    check_norm(norm)
     if norm == 1 and not squared:
         raise ValueError(
             "squared=False takes the square root of squared L2 distances; with norm=1 the terms "
@@ -128,25 +176,17 @@ def chamfer_distance(
         )
     if direction_reduction is None:  # PyTorch3D's rule
         direction_reduction = "max" if point_reduction == "max" else "sum"
+    _reject_normals(x, "x")
+    _reject_normals(y, "y")
     x, x_lengths = as_padded(x, x_lengths, name="x")
     y, y_lengths = as_padded(y, y_lengths, name="y")
     validate_clouds(x, y, "x", "y")
     out_dtype = x.dtype
-    if x.dtype in (torch.float16, torch.bfloat16):  # reduce in float32 too, cast at the end
-        x, y = x.float(), y.float()
+    compute = compute_dtype(x.dtype)  # reduce in float32 too for half inputs, cast at the end
+    x, y = x.to(compute), y.to(compute)
     B, P1, _ = x.shape
     P2 = y.shape[1]
-    if weights is not None:
-        if not isinstance(weights, torch.Tensor) or weights.shape != (B,):
-            raise ValueError(f"weights must be a tensor of shape ({B},)")
-        if not weights.dtype.is_floating_point:
-            raise ValueError(f"weights must be a float tensor, got {weights.dtype}")
-        if (
-            not torch.compiler.is_compiling()
-            and not is_symbolic(weights)
-            and not bool((torch.isfinite(weights) & (weights >= 0)).all())
-        ):
-            raise ValueError("weights must be finite and non-negative")
+    weights = check_weights(weights, B, x.device, compute)
 
     names = ("x", "y", "x_lengths", "y_lengths")
     d_x = knn_points_named(x, y, x_lengths, y_lengths, K=1, norm=norm, names=names).dists[..., 0]
@@ -161,10 +201,10 @@ def chamfer_distance(
 
     if point_reduction is None:
         if weights is not None:
-            w = weights.to(d_x.dtype)[:, None]
+            w = weights[:, None]
             d_x = d_x * w
             d_y = None if d_y is None else d_y * w
-        return _check_result(d_x, out_dtype), None if d_y is None else _check_result(d_y, out_dtype)
+        return check_result(d_x, out_dtype), None if d_y is None else check_result(d_y, out_dtype)
 
     xl = torch.full((B,), P1, device=x.device) if x_lengths is None else x_lengths.to(x.device)
     yl = torch.full((B,), P2, device=x.device) if y_lengths is None else y_lengths.to(x.device)
@@ -179,13 +219,13 @@ def chamfer_distance(
             c = 0.5 * (c + c_y)
 
     if weights is not None:
-        c = c * weights.to(c.dtype)
+        c = c * weights
     if batch_reduction == "sum":
         c = c.sum()
     elif batch_reduction == "mean":
         if weights is None:
             c = c.sum() / max(B, 1)
         else:
-            total = weights.to(c.dtype).sum()
+            total = weights.sum()
             c = torch.where(total > 0, c.sum() / torch.where(total > 0, total, 1), c.sum() * 0)
-    return _check_result(c, out_dtype)
+    return check_result(c, out_dtype)

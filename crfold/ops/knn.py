@@ -127,6 +127,9 @@ def is_symbolic(t: torch.Tensor) -> bool:
     return t.is_meta or is_fake(t)
 
 
+CGROUP_MEMORY_MAX = "/sys/fs/cgroup/memory.max"  # this process's cgroup v2 limit, or "max"
+
+
 @functools.cache
 def _host_memory() -> int | None:
     """Bytes of memory this process may use: physical memory, capped by a cgroup v2 limit."""
@@ -135,7 +138,7 @@ def _host_memory() -> int | None:
     except (AttributeError, ValueError, OSError):  # no sysconf (Windows)
         return None
     try:
-        with open("/sys/fs/cgroup/memory.max") as f:
+        with open(CGROUP_MEMORY_MAX) as f:
             limit = f.read().strip()
         if limit.isdigit():
             total = min(total, int(limit))
@@ -154,13 +157,26 @@ def memory_limit(device: torch.device) -> int | None:
     return None
 
 
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype the ops compute (and Chamfer reduces) in: float32 for float16/bfloat16 inputs,
+    the input dtype otherwise; results are cast back to the input dtype."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+def check_norm(norm) -> None:
+    """ValueError unless ``norm`` is the int 1 (L1 distance) or 2 (L2, squared by kNN)."""
+    if isinstance(norm, bool) or not isinstance(norm, int) or norm not in reference.NORMS:
+        raise ValueError(f"norm must be 1 (L1) or 2 (L2), got {norm!r}")
+
+
 def _check_output_size(p1: torch.Tensor, P2: int, K: int, return_nn: bool) -> None:
     """ValueError when the (B, P1, K) outputs cannot fit in the device's memory at all.
 
-    Runs in eager mode before anything is allocated; skipped for meta tensors (nothing is
-    allocated) and under ``torch.compile``.
+    Runs in eager mode before anything is allocated; skipped for meta and fake tensors (nothing
+    is allocated, and a fake CUDA tensor may exist on a host without a GPU) and under
+    ``torch.compile``.
     """
-    if p1.is_meta or torch.compiler.is_compiling():
+    if is_symbolic(p1) or torch.compiler.is_compiling():
         return
     B, P1, D = p1.shape
     n = B * P1 * K
@@ -169,7 +185,7 @@ def _check_output_size(p1: torch.Tensor, P2: int, K: int, return_nn: bool) -> No
     limit = memory_limit(p1.device)
     if limit is None:
         return
-    compute = 4 if p1.dtype in (torch.float16, torch.bfloat16) else p1.element_size()
+    compute = compute_dtype(p1.dtype).itemsize
     per = compute + 8  # dists in the compute dtype + int64 idx
     if compute != p1.element_size():
         per += p1.element_size()  # dists cast back to the input dtype
@@ -189,15 +205,18 @@ def _check_output_size(p1: torch.Tensor, P2: int, K: int, return_nn: bool) -> No
     raise ValueError(msg)
 
 
-def _check_overflow(dists: torch.Tensor, names) -> None:
+def _check_overflow(dists: torch.Tensor, names, norm: int) -> None:
     """ValueError when a distance of finite inputs overflowed to inf in its dtype."""
     if dists.numel() == 0 or is_symbolic(dists) or torch.compiler.is_compiling():
         return
     if not bool(dists.amax() == float("inf")):  # dists >= 0, never NaN for finite inputs
         return
     b, i, _ = (int(v) for v in torch.isinf(dists).nonzero()[0])
+    what = "L1 distance"
+    if norm == 2:  # ranked squared: they overflow even where the caller wants their square root
+        what = "squared L2 distance (what kNN computes, also for chamfer_distance(squared=False))"
     raise ValueError(
-        f"the distance from {names[0]}[{b}, {i}] to a point of {names[1]} overflows "
+        f"the {what} from {names[0]}[{b}, {i}] to a point of {names[1]} overflows "
         f"{dists.dtype} (largest finite value {torch.finfo(dists.dtype).max:.3g}): the inputs "
         "are finite but too far apart for their dtype; center and scale the clouds (distances "
         f"scale with them){wider_dtype_hint(dists.dtype)}"
@@ -275,7 +294,8 @@ def knn_points(
 
     Args:
         p1: (B, P1, D) query clouds; float16/bfloat16 (computed in float32), float32, float64.
-            A pytorch3d ``Pointclouds`` is accepted too (its padded points and lengths).
+            A pytorch3d ``Pointclouds`` (its padded points and lengths; normals, if any, play no
+            part in kNN) or a PyG ``Data``/``Batch`` is accepted too.
         p2: (B, P2, D) target clouds, same dtype and device as ``p1`` (or a ``Pointclouds``).
         lengths1: (B,) integer, valid points per query cloud (default P1). Points past the length
             are padding (they may hold anything, NaN included): their outputs are ``dist 0``,
@@ -326,8 +346,7 @@ def knn_points_named(
     validate_clouds(p1, p2, names[0], names[1])
     if isinstance(K, bool) or not isinstance(K, int) or K < 1:
         raise ValueError(f"K must be an int >= 1, got {K!r}")
-    if isinstance(norm, bool) or not isinstance(norm, int) or norm not in reference.NORMS:
-        raise ValueError(f"norm must be 1 (L1) or 2 (squared L2), got {norm!r}")
+    check_norm(norm)
     if K > MAX_K:
         raise ValueError(f"K must be <= 2**31 - 1 (the kernels count neighbours in int32), got {K}")
     B, P1, D = p1.shape
@@ -335,7 +354,7 @@ def knn_points_named(
     _check_output_size(p1, P2, K, return_nn)
     lengths1 = _check_lengths(names[2], lengths1, B, P1, p1.device)
     lengths2 = _check_lengths(names[3], lengths2, B, P2, p1.device)
-    compute = torch.float32 if p1.dtype in (torch.float16, torch.bfloat16) else p1.dtype
+    compute = compute_dtype(p1.dtype)
     a = p1.to(compute).contiguous()
     b = p2.to(compute).contiguous()
     device = p1.device.type
@@ -368,7 +387,7 @@ def knn_points_named(
         _check_finite(names[1], b, lengths2)
         dists, idx = reference.knn_points_reference(a, b, lengths1, lengths2, K, norm)
     dists = dists.to(p1.dtype)
-    _check_overflow(dists, names)
+    _check_overflow(dists, names, norm)
     nn = reference.gather_points(p2, idx) if return_nn else None
     return KNN(dists, idx, nn)
 

@@ -31,7 +31,8 @@ def _is_pointclouds(obj: object) -> bool:
 
 
 def _has_normals(obj: object) -> bool:
-    """Whether a (duck-typed) ``Pointclouds`` carries normals (``normals_padded()`` not None)."""
+    """Whether a (duck-typed) ``Pointclouds`` carries normals (``normals_padded()`` not None);
+    :func:`crfold.ops.chamfer_distance` refuses those."""
     normals_padded = getattr(obj, "normals_padded", None)
     return callable(normals_padded) and normals_padded() is not None
 
@@ -164,7 +165,8 @@ def from_pytorch3d(pointclouds) -> tuple[torch.Tensor, torch.Tensor]:
     Duck-typed: any object with ``points_padded()`` and ``num_points_per_cloud()`` works, so
     pytorch3d need not be installed. ``Pointclouds`` pads with zeros; its autograd graph is kept.
     Only the points are read: normals and features are left out, so this is also the explicit
-    way to pass the points of a ``Pointclouds`` with normals to crfold's ops.
+    way to pass the points of a ``Pointclouds`` with normals to :func:`crfold.ops.chamfer_distance`
+    (which refuses the ``Pointclouds`` itself).
 
     Raises:
         ValueError: the object lacks the two methods or returns inconsistent shapes.
@@ -209,9 +211,9 @@ def as_padded(x, lengths: torch.Tensor | None = None, *, name: str = "x"):
 
     * a ``torch.Tensor`` (or anything unrecognized) is returned unchanged with ``lengths``, so
       the caller's own validation reports a bad argument under its own name;
-    * a PyTorch3D ``Pointclouds`` (duck-typed) becomes :func:`from_pytorch3d`'s pair; one that
-      carries normals raises, because crfold's ops would drop them silently where PyTorch3D's
-      ``chamfer_distance`` adds a normal term;
+    * a PyTorch3D ``Pointclouds`` (duck-typed) becomes :func:`from_pytorch3d`'s pair, its points
+      only (normals play no part in kNN; :func:`crfold.ops.chamfer_distance` refuses a
+      ``Pointclouds`` with normals itself, before calling this);
     * a torch_geometric ``Data``/``Batch`` (a ``.pos`` tensor) becomes :func:`from_pyg`'s pair.
 
     Args:
@@ -224,8 +226,7 @@ def as_padded(x, lengths: torch.Tensor | None = None, *, name: str = "x"):
         ``(padded (B, P, D), lengths (B,) int64 or the given lengths)``.
 
     Raises:
-        ValueError: ``lengths`` given with a ``Pointclouds``/``Data``, or a ``Pointclouds`` that
-            carries normals (pass ``from_pytorch3d(x)``, its points only, to use it anyway).
+        ValueError: ``lengths`` given with a ``Pointclouds``/``Data``.
     """
     if isinstance(x, torch.Tensor):
         return x, lengths
@@ -234,13 +235,6 @@ def as_padded(x, lengths: torch.Tensor | None = None, *, name: str = "x"):
             raise ValueError(
                 f"the lengths of {name} must be None when {name} is a {type(x).__name__} "
                 "(it carries its own lengths)"
-            )
-        if _is_pointclouds(x) and _has_normals(x):
-            raise ValueError(
-                f"{name} is a pytorch3d Pointclouds with normals, which crfold's knn_points / "
-                "chamfer_distance do not use (PyTorch3D's chamfer_distance would add a normal "
-                f"term): pass its points alone, crfold.ops.interop.from_pytorch3d({name}), or "
-                "use crfold.ops.pytorch3d.chamfer_distance, which follows PyTorch3D with normals"
             )
         return from_pytorch3d(x) if _is_pointclouds(x) else from_pyg(x)
     return x, lengths

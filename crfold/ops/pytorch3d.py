@@ -35,7 +35,12 @@ What matches PyTorch3D (``pytorch3d.ops.knn``, ``pytorch3d.loss.chamfer``, v0.7.
 Where it differs from PyTorch3D (deliberately, or because PyTorch3D's behaviour is a crash):
 
 * NaN or inf in a valid point raises ``ValueError`` naming the argument, the cloud and the point
-  (PyTorch3D propagates NaN); so do all invalid arguments (PyTorch3D raises ``RuntimeError``,
+  (PyTorch3D propagates NaN). So do finite inputs whose result overflows its dtype, in both
+  functions alike, naming the dtype and suggesting a wider one: float16 points 300 apart (a
+  squared distance of 270,000 > 65,504) raise in ``knn_points`` (its ``dists``) and in
+  ``chamfer_distance`` (computed in float32, its loss cast back to float16), never returning
+  inf; float32 points about 1.8e19 apart (squared distance > 3.4e38) likewise. So do all invalid
+  arguments (PyTorch3D raises ``RuntimeError``,
   ``IndexError`` or ``AssertionError`` for some, e.g. normals of a ``Pointclouds`` together with
   ``point_reduction="max"``, which is an ``AssertionError`` there).
 * float16 and bfloat16 (computed and reduced in float32, returned in the input dtype) and float64
@@ -55,8 +60,8 @@ Where it differs from PyTorch3D (deliberately, or because PyTorch3D's behaviour 
   (N, P1) and (N, P2) (PyTorch3D: (N, N)), and the gradient is 0 for both clouds.
 * ``point_reduction="max"`` of a batch with P1 = 0 gives 0 (PyTorch3D raises on the empty max);
   ``knn_gather`` with M = 0 gives zeros (PyTorch3D: an index error). ``knn_points`` also takes a
-  ``Pointclouds`` or a PyG ``Data``/``Batch`` for ``p1``/``p2`` (its points and lengths; then
-  ``lengths1``/``lengths2`` must be None).
+  ``Pointclouds`` (normals, if any, play no part in kNN) or a PyG ``Data``/``Batch`` for
+  ``p1``/``p2`` (its points and lengths; then ``lengths1``/``lengths2`` must be None).
 * Indices given to ``knn_gather`` must lie in ``[0, M)`` (``ValueError``; PyTorch3D leaves it to
   ``torch.gather``).
 """
@@ -68,7 +73,15 @@ from collections import namedtuple
 import torch
 import torch.nn.functional as F
 
-from .knn import _check_lengths, knn_points_named, validate_clouds
+from .chamfer import check_result, check_weights
+from .knn import (
+    _check_lengths,
+    check_norm,
+    compute_dtype,
+    is_symbolic,
+    knn_points_named,
+    validate_clouds,
+)
 from .layouts import _is_pointclouds, as_padded, from_pytorch3d
 
 __all__ = ["chamfer_distance", "knn_gather", "knn_points"]
@@ -78,11 +91,6 @@ _KNN = namedtuple("KNN", "dists idx knn")
 
 _BATCH_REDUCTIONS = ("mean", "sum", None)
 _POINT_REDUCTIONS = ("mean", "sum", "max", None)
-
-
-def _check_norm(norm) -> None:
-    if isinstance(norm, bool) or not isinstance(norm, int) or norm not in (1, 2):
-        raise ValueError(f"norm must be 1 (L1) or 2 (squared L2), got {norm!r}")
 
 
 def knn_points(
@@ -116,32 +124,20 @@ def knn_points(
         queries: ``dists`` 0 and ``idx`` 0. ``dists`` and ``knn`` are differentiable.
 
     Raises:
-        ValueError: invalid shapes, dtypes, lengths, ``K`` or ``norm``, or NaN/inf in a valid
-            point.
+        ValueError: invalid shapes, dtypes, lengths, ``K`` or ``norm``, NaN/inf in a valid
+            point, or finite points whose distance overflows the input dtype (eager mode; e.g.
+            float16 points 300 apart: pass float32 points).
     """
     del version, return_sorted  # every result is sorted; there is one kernel per device
-    _check_norm(norm)
-    p1, lengths1 = _points_only(p1, lengths1, "p1")
-    p2, lengths2 = _points_only(p2, lengths2, "p2")
+    check_norm(norm)
+    p1, lengths1 = as_padded(p1, lengths1, name="p1")  # a Pointclouds' normals play no part
+    p2, lengths2 = as_padded(p2, lengths2, name="p2")
     validate_clouds(p1, p2)
     lengths2 = _check_lengths("lengths2", lengths2, p2.shape[0], p2.shape[1], p2.device)
     out = knn_points_named(p1, p2, lengths1, lengths2, K=K, norm=norm)
     idx = out.idx.clamp_min(0)  # PyTorch3D pads idx with 0 where crfold says -1
     knn = knn_gather(p2, idx, lengths2) if return_nn else None
     return _KNN(dists=out.dists, idx=idx, knn=knn)
-
-
-def _points_only(p, lengths, name: str):
-    """A ``Pointclouds`` -> its (padded, lengths) (normals play no part in kNN); other inputs go
-    through :func:`crfold.ops.layouts.as_padded`."""
-    if _is_pointclouds(p):
-        if lengths is not None:
-            raise ValueError(
-                f"the lengths of {name} must be None when {name} is a {type(p).__name__} "
-                "(it carries its own lengths)"
-            )
-        return from_pytorch3d(p)
-    return as_padded(p, lengths, name=name)
 
 
 def knn_gather(
@@ -181,7 +177,7 @@ def knn_gather(
     idx = idx.long()
     if M == 0:
         return x.new_zeros(N, L, K, U)
-    if idx.numel() and not torch.compiler.is_compiling():
+    if idx.numel() and not torch.compiler.is_compiling() and not is_symbolic(idx):
         lo, hi = int(idx.min()), int(idx.max())
         if lo < 0 or hi >= M:
             raise ValueError(f"idx must lie in [0, M={M}), got values in [{lo}, {hi}]")
@@ -303,7 +299,9 @@ def chamfer_distance(
 
     Raises:
         ValueError: invalid reductions, ``norm``, shapes, lengths, weights or normals, normals
-            with ``point_reduction="max"``, NaN/inf in a valid point.
+            with ``point_reduction="max"``, NaN/inf in a valid point, or finite inputs whose
+            squared distances (in float32 for float16/bfloat16 inputs) or loss (in the dtype of
+            ``x``) overflow (eager mode; e.g. float16 points 300 apart: pass float32 points).
     """
     if batch_reduction not in _BATCH_REDUCTIONS:
         raise ValueError(f"batch_reduction must be 'mean', 'sum' or None, got {batch_reduction!r}")
@@ -313,7 +311,7 @@ def chamfer_distance(
         )
     if point_reduction is None and batch_reduction is not None:
         raise ValueError("batch_reduction must be None if point_reduction is None")
-    _check_norm(norm)
+    check_norm(norm)
     if point_reduction == "max" and (x_normals is not None or y_normals is not None):
         raise ValueError('x_normals and y_normals must be None if point_reduction is "max"')
     x, x_lengths, x_normals = _cloud(x, x_lengths, x_normals, "x")
@@ -332,24 +330,14 @@ def chamfer_distance(
             'x and y carry normals (Pointclouds), which point_reduction="max" cannot use'
         )
     out_dtype = x.dtype
-    compute = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+    compute = compute_dtype(x.dtype)
     x, y = x.to(compute), y.to(compute)
     if with_normals:
         x_normals, y_normals = x_normals.to(compute), y_normals.to(compute)
     else:
         x_normals = y_normals = None
     N = x.shape[0]
-    if weights is not None:
-        if not isinstance(weights, torch.Tensor) or weights.shape != (N,):
-            got = tuple(weights.shape) if isinstance(weights, torch.Tensor) else type(weights)
-            raise ValueError(f"weights must be a tensor of shape ({N},), got {got}")
-        if not weights.is_floating_point():
-            raise ValueError(f"weights must be a float tensor, got {weights.dtype}")
-        if not torch.compiler.is_compiling() and not bool(
-            (torch.isfinite(weights) & (weights >= 0)).all()
-        ):
-            raise ValueError("weights must be finite and non-negative")
-        weights = weights.to(device=x.device, dtype=compute)
+    weights = check_weights(weights, N, x.device, compute)
 
     options = (weights, point_reduction, norm, abs_cosine)
     names_xy = ("x", "y", "x_lengths", "y_lengths")
@@ -387,9 +375,10 @@ def chamfer_distance(
 
 
 def _cast(value, dtype: torch.dtype):
-    """``value`` (None, a tensor or a tuple of tensors) in ``dtype``."""
+    """``value`` (None, a tensor or a tuple of tensors) in ``dtype``; ValueError when a finite
+    result overflows it (e.g. float16 points 300 apart: a squared distance of 270,000)."""
     if value is None:
         return None
     if isinstance(value, tuple):
-        return tuple(v.to(dtype) for v in value)
-    return value.to(dtype)
+        return tuple(check_result(v, dtype) for v in value)
+    return check_result(value, dtype)

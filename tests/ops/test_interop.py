@@ -278,13 +278,13 @@ def test_from_pytorch3d_and_as_padded_with_a_fake_pointclouds():
         from_pytorch3d(torch.randn(2, 4, 3))
 
 
-def test_pointclouds_with_normals_are_refused_by_the_ops_that_ignore_normals():
+def test_pointclouds_with_normals_are_refused_by_chamfer_only():
+    """crfold's chamfer_distance would drop the normals where PyTorch3D's adds a normal term: it
+    refuses them. kNN has no normal term (PyTorch3D's neither): it takes such clouds."""
     clouds = [torch.randn(4, 3), torch.randn(2, 3)]
     plain = FakePointclouds(clouds)
     with_normals = FakePointclouds(clouds, normals=[torch.randn(4, 3), torch.randn(2, 3)])
     y = torch.randn(2, 5, 3)
-    with pytest.raises(ValueError, match="p1 is a pytorch3d Pointclouds with normals"):
-        knn_points(with_normals, y)
     with pytest.raises(ValueError, match=r"\by is a pytorch3d Pointclouds with normals"):
         chamfer_distance(y, with_normals)
     with pytest.raises(ValueError, match="from_pytorch3d"):  # the message names the way out
@@ -293,7 +293,15 @@ def test_pointclouds_with_normals_are_refused_by_the_ops_that_ignore_normals():
     padded, lengths = from_pytorch3d(with_normals)
     want = chamfer_distance(padded, y, lengths)
     assert torch.equal(chamfer_distance(plain, y), want)
-    assert torch.equal(knn_points(plain, y, K=2).idx, knn_points(padded, y, lengths, K=2).idx)
+    # kNN (and the layouts built on as_padded) take the points and lengths, normals or not.
+    want_knn = knn_points(padded, y, lengths, K=2, return_nn=True)
+    for cloud in (plain, with_normals):
+        got = knn_points(cloud, y, K=2, return_nn=True)
+        assert all(torch.equal(a, b) for a, b in zip(got, want_knn, strict=True))
+        back = knn_points(y, cloud, K=3)  # as the target cloud too
+        assert torch.equal(back.idx, knn_points(y, padded, None, lengths, K=3).idx)
+        assert torch.equal(as_padded(cloud)[0], padded)
+        assert torch.equal(to_pyg(cloud)[0], torch.cat(clouds))
 
 
 def test_as_padded_passes_tensors_through_and_converts_pyg_objects():

@@ -135,22 +135,35 @@ def test_l1_subgradient_is_zero_at_equal_coordinates():
 
 
 @compiled_only
-def test_norm_2_is_the_default_bit_for_bit():
-    p1, p2 = make_clouds(3, 300, 400, 3, seed=12)
-    w = torch.rand(3, 300, 4, generator=torch.Generator().manual_seed(0))
-    outs = []
-    for kwargs in ({}, {"norm": 2}):
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize(
+    "K, P2, D",
+    [
+        (1, 200, 3),  # brute force, K = 1 (per-lane running minimum)
+        (4, 200, 3),  # brute force, K > 1
+        (4, 200, 12),  # brute force, generic D (past the specialised D = 1..8)
+        (4, 300, 3),  # kd-tree (K > 1 from 256 targets)
+    ],
+)
+def test_l2_is_bit_identical_to_the_reference_on_exact_inputs(K, P2, D, dtype):
+    """The guard that adding L1 left L2 alone: on integer coordinates (in [-2, 2]) and integer
+    upstream gradients, every squared distance, product and sum is exact in float32 and
+    float64, whatever the order of summation, so the compiled forward and backward must equal
+    the pure-torch reference bit for bit (the many exact ties test lowest-index tie breaking)."""
+    p1, p2 = make_clouds(3, 250, P2, D, dtype=dtype, seed=K * 100 + P2 + D, integer=True)
+    l1, l2 = torch.tensor([250, 97, 0]), torch.tensor([P2, P2 - 1, 5])
+    g = torch.randint(-3, 4, (3, 250, K), generator=torch.Generator().manual_seed(1)).to(dtype)
+    got, want = [], []
+    for fn, out in (
+        (lambda a, b: knn_points(a, b, l1, l2, K=K), got),
+        (lambda a, b: reference.knn_points_reference(a, b, l1, l2, K), want),
+    ):
         a, b = p1.clone().requires_grad_(), p2.clone().requires_grad_()
-        out = knn_points(a, b, K=4, **kwargs)
-        outs.append((out.dists, out.idx, *torch.autograd.grad((out.dists * w).sum(), (a, b))))
-    for x, y in zip(*outs):
-        assert torch.equal(x, y)
-    # And the squared L2 distances are what they were: the reference's, to rounding.
-    ref_d, ref_i = reference.knn_points_reference(
-        p1, p2, torch.full((3,), 300), torch.full((3,), 400), 4
-    )
-    assert torch.equal(outs[0][1], ref_i)
-    torch.testing.assert_close(outs[0][0], ref_d)
+        dists, idx = fn(a, b)[:2]
+        out.extend([dists, idx, *torch.autograd.grad((dists * g).sum(), (a, b))])
+    for name, x, y in zip(("dists", "idx", "grad p1", "grad p2"), got, want, strict=True):
+        assert x.dtype == y.dtype and torch.equal(x, y), name
+    assert bool((got[0] > 0).any()) and bool((got[2] != 0).any())  # not vacuous
 
 
 @compiled_only
