@@ -108,6 +108,20 @@ def _log_aggregate_density(
     return torch.cat(out)
 
 
+def _posteriors(mu, logvar) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mu, logvar) as (N, L) tensors of one shape with N >= 1; ValueError naming the problem."""
+    mu = _as_tensor(mu, "mu", 2)
+    logvar = _as_tensor(logvar, "logvar", 2)
+    if mu.shape != logvar.shape:
+        raise ValueError(
+            f"mu and logvar must have the same shape, got {tuple(mu.shape)} and "
+            f"{tuple(logvar.shape)}"
+        )
+    if mu.shape[0] == 0:
+        raise ValueError("mu must hold at least one posterior, got shape (0, L)")
+    return mu, logvar
+
+
 def mutual_information(
     mu: torch.Tensor | np.ndarray,
     logvar: torch.Tensor | np.ndarray,
@@ -148,16 +162,8 @@ def mutual_information(
     Raises:
         ValueError: on bad shapes, non-floating or non-finite inputs, or batch_size < 1.
     """
-    mu = _as_tensor(mu, "mu", 2)
-    logvar = _as_tensor(logvar, "logvar", 2)
-    if mu.shape != logvar.shape:
-        raise ValueError(
-            f"mu and logvar must have the same shape, got {tuple(mu.shape)} and "
-            f"{tuple(logvar.shape)}"
-        )
+    mu, logvar = _posteriors(mu, logvar)
     n, latent = mu.shape
-    if n == 0:
-        raise ValueError("mu must hold at least one posterior, got shape (0, L)")
     b = n if batch_size is None else int(batch_size)
     if b < 1:
         raise ValueError(f"batch_size must be >= 1 or None, got {batch_size}")
@@ -196,15 +202,7 @@ def rate(mu: torch.Tensor | np.ndarray, logvar: torch.Tensor | np.ndarray) -> fl
     Raises:
         ValueError: on bad shapes, non-floating or non-finite inputs, or N = 0.
     """
-    mu = _as_tensor(mu, "mu", 2)
-    logvar = _as_tensor(logvar, "logvar", 2)
-    if mu.shape != logvar.shape:
-        raise ValueError(
-            f"mu and logvar must have the same shape, got {tuple(mu.shape)} and "
-            f"{tuple(logvar.shape)}"
-        )
-    if mu.shape[0] == 0:
-        raise ValueError("mu must hold at least one posterior, got shape (0, L)")
+    mu, logvar = _posteriors(mu, logvar)
     mu64, lv64 = mu.double(), logvar.double()
     kl = 0.5 * (mu64.square() + lv64.exp() - 1.0 - lv64).sum(-1)  # (N,)
     return float(kl.mean())

@@ -17,7 +17,9 @@ two read FoldingNet runs (they import the FoldingNet task when called, not at im
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -54,6 +56,49 @@ def _plt():
     return plt
 
 
+def _plot_series(
+    runs: list[tuple[str, Path]],
+    path: Path,
+    titles: list[str],
+    points: Callable[[list[dict], int], list[tuple[int, float]]],
+    scale: Callable[[int, Any], None],
+) -> bool:
+    """One panel per title, a line per run of ``points(records, panel)`` (step, value) pairs.
+
+    Runs of one name share a colour; ``scale(panel, axes)`` sets each panel's y axis once all
+    lines are drawn. Returns whether any run drew a point.
+    """
+    from ..train.runtime import METRICS_FILE, read_metrics
+
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(titles), figsize=(5 * len(titles), 4), squeeze=False)
+    axes = axes[0]
+    colors = {name: f"C{i % 10}" for i, name in enumerate(dict.fromkeys(n for n, _ in runs))}
+    labelled: set[str] = set()
+    drawn = False
+    for name, run_dir in runs:
+        # a run shorter than log_every and than an epoch (e.g. "untrained") logged nothing
+        recs = read_metrics(run_dir) if (Path(run_dir) / METRICS_FILE).is_file() else []
+        for i, (ax, title) in enumerate(zip(axes, titles)):
+            pts = points(recs, i)
+            if pts:
+                steps, vals = zip(*pts)
+                ax.plot(steps, vals, color=colors[name], alpha=0.8, lw=1, marker=".",
+                        label=None if name in labelled else name)  # fmt: skip
+                drawn = True
+            ax.set_title(title)
+            ax.set_xlabel("step")
+        labelled.add(name)
+    for i, ax in enumerate(axes):
+        scale(i, ax)
+    if axes[0].get_legend_handles_labels()[0]:  # runs without records drew nothing
+        axes[0].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return drawn
+
+
 def plot_curves(
     runs: list[tuple[str, Path]],
     path: Path,
@@ -68,33 +113,16 @@ def plot_curves(
         panels: (record kind, key, title) per panel (:data:`CURVE_PANELS`).
         log_panels: panels with a symlog y axis.
     """
-    from ..train.runtime import METRICS_FILE, read_metrics
 
-    plt = _plt()
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
-    axes = axes[0]
-    colors = {name: f"C{i % 10}" for i, name in enumerate(dict.fromkeys(n for n, _ in runs))}
-    labelled: set[str] = set()
-    for name, run_dir in runs:
-        # a run shorter than log_every and than an epoch (e.g. "untrained") logged nothing
-        recs = read_metrics(run_dir) if (Path(run_dir) / METRICS_FILE).is_file() else []
-        for ax, (kind, key, title) in zip(axes, panels):
-            pts = [(m["step"], m[key]) for m in recs if m.get("kind") == kind and key in m]
-            if pts:
-                steps, vals = zip(*pts)
-                ax.plot(steps, vals, color=colors[name], alpha=0.8, lw=1,
-                        marker="o" if kind == "epoch" else None,
-                        label=None if name in labelled else name)  # fmt: skip
-            ax.set_title(title)
-            ax.set_xlabel("step")
-        labelled.add(name)
-    for i in log_panels:
-        axes[i].set_yscale("symlog")
-    if axes[0].get_legend_handles_labels()[0]:  # runs shorter than log_every drew nothing
-        axes[0].legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    def points(recs: list[dict], i: int) -> list[tuple[int, float]]:
+        kind, key, _ = panels[i]
+        return [(m["step"], m[key]) for m in recs if m.get("kind") == kind and key in m]
+
+    def scale(i: int, ax: Any) -> None:
+        if i in log_panels:
+            ax.set_yscale("symlog")
+
+    _plot_series(runs, path, [t for _, _, t in panels], points, scale)
 
 
 def plot_gradient_ratios(
@@ -106,7 +134,7 @@ def plot_gradient_ratios(
 
     A ratio near 1 means the term pulls the encoder as hard as the reconstruction; 1e-3 means it
     barely acts. Runs without diagnostics (``grad_norms_every: null``, or a run shorter than it)
-    draw nothing.
+    draw nothing, and neither does a term that is off (0, as aug's lam*R).
 
     Args:
         runs: (row name, run directory) pairs; runs of one name share a colour.
@@ -116,38 +144,17 @@ def plot_gradient_ratios(
     Returns:
         Whether any run had diagnostics (the PNG is written either way).
     """
-    from ..train.runtime import METRICS_FILE, read_metrics
 
-    plt = _plt()
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
-    axes = axes[0]
-    colors = {name: f"C{i % 10}" for i, name in enumerate(dict.fromkeys(n for n, _ in runs))}
-    labelled: set[str] = set()
-    drawn = False
-    for name, run_dir in runs:
-        recs = read_metrics(run_dir) if (Path(run_dir) / METRICS_FILE).is_file() else []
-        diag = [m for m in recs if m.get("kind") == "diagnostics"]
-        for ax, (num, den, title) in zip(axes, panels):
-            pts = [
-                (m["step"], m[num] / m[den]) for m in diag if m.get(num) and m.get(den)
-            ]  # fmt: skip  (0: the term is off, as aug's lam*R)
-            if pts:
-                steps, vals = zip(*pts)
-                ax.plot(steps, vals, color=colors[name], alpha=0.8, lw=1, marker=".",
-                        label=None if name in labelled else name)  # fmt: skip
-                drawn = True
-            ax.set_title(title)
-            ax.set_xlabel("step")
-        labelled.add(name)
-    for ax in axes:
-        if ax.has_data():
+    def points(recs: list[dict], i: int) -> list[tuple[int, float]]:
+        num, den, _ = panels[i]
+        return [(m["step"], m[num] / m[den]) for m in recs
+                if m.get("kind") == "diagnostics" and m.get(num) and m.get(den)]  # fmt: skip
+
+    def scale(i: int, ax: Any) -> None:
+        if ax.has_data():  # a log axis without positive values warns
             ax.set_yscale("log")
-    if axes[0].get_legend_handles_labels()[0]:
-        axes[0].legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return drawn
+
+    return _plot_series(runs, path, [t for _, _, t in panels], points, scale)
 
 
 def _pick_shapes(labels: torch.Tensor, count: int) -> list[int]:

@@ -7,14 +7,18 @@ so float32 indices are checked up to near-ties, float64 and integer-valued input
 
 from __future__ import annotations
 
-import contextlib
-
 import pytest
 import torch
 
 from crfold.ops import chamfer_distance, knn_points, reference
 
-from ..ops.conftest import brute_chamfer, brute_knn, check_knn, make_clouds
+from ..ops.conftest import (
+    brute_chamfer,
+    brute_knn,
+    check_knn,
+    deterministic_algorithms,
+    make_clouds,
+)
 
 pytestmark = [
     pytest.mark.gpu,
@@ -25,17 +29,6 @@ DEVICE = "cuda"
 # Around every plausible tile / block / warp multiple of the CUDA kernel.
 BOUNDARY_SIZES = [31, 32, 33, 63, 64, 65, 127, 128, 129, 255, 256, 257]
 BOUNDARY_SIZES += [511, 512, 513, 1023, 1024, 1025, 2047, 2048, 2049, 4095, 4096, 4097]
-
-
-@contextlib.contextmanager
-def _deterministic(flag: bool):
-    """torch.use_deterministic_algorithms(flag) inside the block, restored after it."""
-    old = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(flag)
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(old)
 
 
 def _lengths(*values):
@@ -165,7 +158,7 @@ def test_gradients_equal_reference_autograd(deterministic):
     grads = []
     for fn in (knn_points, reference.knn_points_reference):
         a, b = p1.clone().requires_grad_(), p2.clone().requires_grad_()
-        with _deterministic(deterministic):
+        with deterministic_algorithms(deterministic):
             d = fn(a, b, l1, l2, K=4)[0]
             grads.append(torch.autograd.grad((d * w).sum(), (a, b)))
     for got, want in zip(*grads):
@@ -176,7 +169,7 @@ def test_deterministic_gradients_are_bitwise_identical():
     p1, p2 = make_clouds(2, 20000, 64, 3, dtype=torch.float32, device=DEVICE, seed=30)
     w = torch.rand(2, 20000, 8, device=DEVICE)
     runs = []
-    with _deterministic(True):
+    with deterministic_algorithms(True):
         for _ in range(3):
             a, b = p1.clone().requires_grad_(), p2.clone().requires_grad_()
             d = knn_points(a, b, None, _lengths(64, 50), K=8).dists

@@ -9,7 +9,7 @@ import torch
 
 from crfold.ops import global_max_pool, graph_max_pool
 
-from .test_ops_cuda import _deterministic
+from ..ops.conftest import deterministic_algorithms
 
 pytestmark = [
     pytest.mark.gpu,
@@ -39,7 +39,7 @@ def _run(fn, f, *args):
 def test_graph_pool_equals_cpu(dtype, size, deterministic):
     f, nb = _inputs(*size, dtype=dtype, seed=sum(size))
     cpu = _run(graph_max_pool, f, nb)
-    with _deterministic(deterministic):
+    with deterministic_algorithms(deterministic):
         gpu = _run(graph_max_pool, f.cuda(), nb.cuda())
     assert torch.equal(gpu[0], cpu[0])
     torch.testing.assert_close(gpu[1], cpu[1], rtol=0, atol=0)  # integer-valued sums: exact
@@ -57,7 +57,7 @@ def test_global_pool_equals_cpu(dtype, size):
 def test_graph_pool_deterministic_backward_is_bitwise_repeatable():
     f = torch.randn(4, 2048, 128, device="cuda")
     nb = torch.randint(0, 2048, (4, 2048, 16), device="cuda")
-    with _deterministic(True):
+    with deterministic_algorithms(True):
         a = _run(graph_max_pool, f, nb)
         b = _run(graph_max_pool, f, nb)
     assert torch.equal(a[1], b[1])

@@ -7,8 +7,6 @@ gradients may differ by atomics' summation order (tolerance), deterministic mode
 
 from __future__ import annotations
 
-import contextlib
-
 import pytest
 import torch
 
@@ -16,7 +14,7 @@ from crfold.ops import chamfer_distance as crfold_chamfer
 from crfold.ops import knn_points as crfold_knn
 from crfold.ops.pytorch3d import chamfer_distance, knn_gather, knn_points
 
-from ..ops.conftest import make_clouds
+from ..ops.conftest import deterministic_algorithms, make_clouds
 
 pytestmark = [
     pytest.mark.gpu,
@@ -24,16 +22,6 @@ pytestmark = [
 ]
 
 DEVICE = "cuda"
-
-
-@contextlib.contextmanager
-def _deterministic(flag: bool):
-    old = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(flag)
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(old)
 
 
 def _case(D=3, dtype=torch.float64, seed=0, integer=False, P1=300, P2=700):
@@ -85,7 +73,7 @@ def test_knn_gradients_cuda_equal_cpu(norm, deterministic, dtype):
         return lambda a, b: crfold_knn(a, b, xl.to(device), yl.to(device), K=4, norm=norm).dists
 
     _, cpu = _grads(fn("cpu"), x, y)
-    with _deterministic(deterministic):
+    with deterministic_algorithms(deterministic):
         _, gpu = _grads(fn(DEVICE), x.to(DEVICE), y.to(DEVICE))
     tol = 1e-12 if dtype == torch.float64 else 1e-5
     for g, c in zip(gpu, cpu):
@@ -95,7 +83,7 @@ def test_knn_gradients_cuda_equal_cpu(norm, deterministic, dtype):
 def test_l1_deterministic_backward_is_bitwise_repeatable():
     x, y, xl, yl = _case(dtype=torch.float32, seed=4, P1=5000, P2=64)
     runs = []
-    with _deterministic(True):
+    with deterministic_algorithms(True):
         for _ in range(3):
             _, g = _grads(
                 lambda a, b: crfold_knn(a, b, None, None, K=8, norm=1).dists,

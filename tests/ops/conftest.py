@@ -8,10 +8,24 @@ Both compute in float64 unless told otherwise and run on the CPU.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 import torch.nn.functional as F
 
 _CHUNK = 1 << 22  # (query, target) pairs per dense block in brute_knn
+
+
+@contextlib.contextmanager
+def deterministic_algorithms(flag: bool) -> Iterator[None]:
+    """torch.use_deterministic_algorithms(flag) inside the block, restored after it."""
+    old = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(flag)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(old)
 
 
 def make_clouds(
