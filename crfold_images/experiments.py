@@ -22,9 +22,15 @@ Grids (rows as in the paper; models: vae, iwae, beta0.5, beta10):
 
 * table1 / table2 / table3: every dataset x model x {base, +Aug, CR}; table1 reports MI and AU,
   table2 the linear-probe accuracy, table3 the IW-NLL.
-* table4: VAE, and CR-VAE for lambda in {0.001, 0.01, 0.1, 1} (first dataset).
-* table5: CR-VAE with rotations only, translations only, scaling only, all (first dataset).
+* table4: VAE, VAE + Aug, and CR-VAE for lambda in {0.001, 0.01, 0.1, 1} (first dataset).
+* table5: VAE, VAE + Aug, and CR-VAE with rotations only, translations only, scaling only, all
+  (first dataset).
 * table6: VAE, VAE + augmentations, VAE + triplet loss, CR-VAE (first dataset).
+
+Tables 4 and 5 carry the VAE and VAE + Aug rows (the paper's tables do not) so that every row
+is tested against base and + Aug; they are table1's runs, trained once. Every report tests each
+row against its base and + Aug rows (Welch's t-test over seeds) and says, claim by claim,
+whether the paper's reading of the table holds here (:mod:`crfold_images.claims`).
 
 Run directories are ``<out>/runs/<dataset>/<cell>-<hash>/seed<k>``, the hash covering the keys
 that define a run (every key outside ``ImageConfig.RESUMABLE``) but ``seed`` and ``data_root``,
@@ -53,12 +59,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from crfold.config import load_config
+from crfold.config import RunConfig, load_config
 from crfold.experiments.report import load_results, train_seconds
 from crfold.experiments.runner import EngineEval, PlannedRun, run_plan, train_state
 from crfold.io import RunLockedError, atomic_write_json
 from crfold_images.caveats import FLAG_TEXT, standing_caveats
 from crfold_images.caveats import flag as flag_of
+from crfold_images.claims import ALPHA, Claim, verdict, welch_table
 from crfold_images.config import ImageConfig
 from crfold_images.report import bar_plot, markdown_table, marked, mean_std, montage, write_text
 from crfold_images.train import RUN_EXTEND, RUN_IGNORE
@@ -69,6 +76,8 @@ __all__ = [
     "add_table_arguments",
     "build_grid",
     "cell_config",
+    "comparisons",
+    "config_digest",
     "main",
     "plan_table",
     "run_command",
@@ -129,12 +138,16 @@ def build_grid(table: str, datasets: list[str], models: list[str]) -> list[Cell]
             for mode in ("base", "aug", "cr")
         ]
     ds, vae = datasets[0], MODELS["vae"][1]
+    references = [Cell("VAE", ds, {**vae, "mode": "base"}),
+                  Cell("VAE + Aug", ds, {**vae, "mode": "aug"})]  # fmt: skip
     if table == "table4":
-        return [Cell("VAE", ds, {**vae, "mode": "base"})] + [
+        return references + [
             Cell(f"CR-VAE λ={lam:g}", ds, {**vae, "mode": "cr", "lam": lam}) for lam in LAMBDAS
         ]
     if table == "table5":
-        return [Cell(label, ds, {**vae, "mode": "cr", "augment": a}) for label, a in AUGMENTS]
+        return references + [
+            Cell(label, ds, {**vae, "mode": "cr", "augment": a}) for label, a in AUGMENTS
+        ]
     return [
         Cell("VAE", ds, {**vae, "mode": "base"}),
         Cell("VAE + augmentations", ds, {**vae, "mode": "aug"}),
@@ -158,11 +171,11 @@ def cell_config(
 _NOT_HASHED = ("seed", "data_root")
 
 
-def run_key(cfg: ImageConfig) -> dict[str, Any]:
+def run_key(cfg: RunConfig) -> dict[str, Any]:
     """The keys that name a run directory: the run-defining ones but seed and data_root, and
     but the keys of ``ImageConfig.UNNAMED_DEFAULTS`` while at that default (keys added after
     runs were named: those runs keep their directories)."""
-    unnamed = cfg.UNNAMED_DEFAULTS
+    unnamed = getattr(cfg, "UNNAMED_DEFAULTS", {})
     return {
         k: v
         for k, v in cfg.to_dict().items()
@@ -172,11 +185,14 @@ def run_key(cfg: ImageConfig) -> dict[str, Any]:
     }
 
 
+def config_digest(cfg: RunConfig) -> str:
+    """8 hex digits naming the run-defining keys of ``cfg`` (:func:`run_key`) in directories."""
+    return hashlib.sha1(json.dumps(run_key(cfg), sort_keys=True).encode()).hexdigest()[:8]
+
+
 def run_dir_of(out: Path, cfg: ImageConfig) -> Path:
     """``<out>/runs/<dataset>/<objective>-b<beta>-<mode>-<hash>/seed<k>``."""
-    keys = run_key(cfg)
-    digest = hashlib.sha1(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:8]
-    slug = f"{cfg.objective}-b{cfg.beta:g}-{cfg.mode}-{digest}"
+    slug = f"{cfg.objective}-b{cfg.beta:g}-{cfg.mode}-{config_digest(cfg)}"
     return out / "runs" / cfg.dataset / slug / f"seed{cfg.seed}"
 
 
@@ -282,12 +298,104 @@ def _main_table(table: str, cells: list[Cell], results) -> str:
             rows.append(row)
         return markdown_table(header, rows)
     first = {"table4": "Method", "table5": "Augmentation", "table6": "Method"}[table]
-    header = [first, "MI", "AU", "NLL"]
+    header = [first, "MI", "AU", "NLL", "Acc. %"]
     rows = [
-        [c.label, _cell(results[i], "mi"), _cell(results[i], "au"), _cell(results[i], "iw_nll")]
+        [c.label, _cell(results[i], "mi"), _cell(results[i], "au"), _cell(results[i], "iw_nll"),
+         _cell(results[i], "probe_accuracy", 1, 100.0)]
         for i, c in enumerate(cells)
-    ]
+    ]  # fmt: skip
     return markdown_table(header, rows)
+
+
+# (eval.json key, name, higher is better, digits, scale) of the metrics each table reads.
+_MI, _AU = ("mi", "MI", True, 2, 1.0), ("au", "AU", True, 1, 1.0)
+_NLL, _PROBE = ("iw_nll", "NLL", False, 2, 1.0), ("probe_accuracy", "Acc. %", True, 1, 100.0)
+TABLE_METRICS = {"table1": (_MI, _AU), "table2": (_PROBE,), "table3": (_NLL,),
+                 "table4": (_MI, _AU, _NLL, _PROBE), "table5": (_MI, _AU, _NLL, _PROBE),
+                 "table6": (_MI, _AU, _NLL, _PROBE)}  # fmt: skip
+# What the paper reads in each table (its captions and §4.1).
+PAPER_READING = {
+    "table1": "CR beats + Aug, which beats the base model, in MI and active units",
+    "table2": "CR beats + Aug, which beats the base model, in linear-probe accuracy",
+    "table3": "CR beats + Aug, which beats the base model, in NLL (lower is better)",
+    "table4": "λ = 0.1 beats + Aug and the VAE; a large λ (1) is worse than λ = 0.1",
+    "table5": "all augmentations together beat each one alone",
+    "table6": "CR-VAE beats VAE + augmentations, which beats VAE + triplet loss",
+}
+
+
+def _role(cell: Cell) -> tuple[tuple[Any, ...], str]:
+    """(group, role) of a cell: its dataset and model, and base / aug / the mode."""
+    o = cell.overrides
+    return (cell.dataset, o.get("objective"), o.get("beta")), o.get("mode", "base")
+
+
+def comparisons(table: str, cells: list[Cell], tags: list[str]) -> tuple[list, list[Claim]]:
+    """What a table's report tests: each row against its group's base and + Aug rows (a group:
+    one dataset and model), and the paper's claims (:data:`PAPER_READING`) as orderings of
+    the rows (:class:`crfold_images.claims.Claim`)."""
+    groups: dict[tuple[Any, ...], dict[str, list[str]]] = {}
+    for cell, tag in zip(cells, tags):
+        group, role = _role(cell)
+        groups.setdefault(group, {}).setdefault(role, []).append(tag)
+    against = []
+    for cell, tag in zip(cells, tags):
+        group, role = _role(cell)
+        refs = {name: groups[group][mode][0] for name, mode in (("base", "base"), ("+ Aug", "aug"))
+                if mode in groups[group] and mode != role}  # fmt: skip
+        if refs and role != "base":  # the base row is only a reference
+            against.append((tag, refs))
+    by_label = {c.label: t for c, t in zip(cells, tags)}
+    if table in ("table1", "table2", "table3"):
+        orders = [(g["cr"][0], g["aug"][0], g["base"][0]) for g in groups.values()
+                  if all(m in g for m in ("base", "aug", "cr"))]  # fmt: skip
+    elif table == "table4":
+        best, large = by_label["CR-VAE λ=0.1"], by_label["CR-VAE λ=1"]
+        orders = [(best, by_label["VAE + Aug"], by_label["VAE"]), (best, large)]
+    elif table == "table5":
+        orders = [(by_label["All"], by_label[label]) for label, a in AUGMENTS if a != "all"]
+    else:
+        orders = [(by_label["CR-VAE"], by_label["VAE + augmentations"],
+                   by_label["VAE + triplet loss"])]  # fmt: skip
+    claims = [Claim(key, name, higher, order)
+              for order in orders for key, name, higher, *_ in TABLE_METRICS[table]]  # fmt: skip
+    return against, claims
+
+
+def _direction_section(table: str, cells: list[Cell], tags: list[str], results) -> str:
+    """Welch's tests of every row against base and + Aug, then whether the paper's reading of
+    the table holds here: one summary line, then one line per claim."""
+    metrics = TABLE_METRICS[table]
+    scales = {key: scale for key, _, _, _, scale in metrics}
+
+    def values(key: str) -> dict[str, list[float]]:
+        return {t: [v * scales.get(key, 1.0) for v in _metric(results[i], key)]
+                for i, t in enumerate(tags)}  # fmt: skip
+
+    against, claims = comparisons(table, cells, tags)
+    index = {t: i for i, t in enumerate(tags)}
+    verdicts = [
+        verdict(c, values(c.metric), lambda row, k=c.metric: _cell_flag(results[index[row]], k))
+        for c in claims
+    ]
+    n = len(verdicts)
+    sig = sum(v.significant for v in verdicts)
+    held = sum(v.holds for v in verdicts)
+    untestable = sum("cannot tell" in v.line for v in verdicts)
+    summary = (
+        f"**The paper's direction** ({PAPER_READING[table]}): holds in the means for {held} of "
+        f"{n} claims, significantly (every pair p < {ALPHA}) for {sig}; "
+        f"{n - held - untestable} do not hold; {untestable} cannot be told (a flagged row)."
+    )
+    metric_rows = [(key, name, higher, digits) for key, name, higher, digits, _ in metrics]
+    return "".join([
+        f"\n## The paper's direction\n\n{summary}\n\n",
+        "\n".join(f"- {v.line}" for v in verdicts),
+        "\n\n## Welch's t-tests against base and + Aug\n\n",
+        "Difference of the means over seeds (row − reference) and Welch's two-sided p; "
+        f"'better' / 'worse' where p < {ALPHA}.\n\n",
+        welch_table(against, values, metric_rows),
+    ])  # fmt: skip
 
 
 def _caveat_section(tags: list[str], results, seeds: int) -> str:
@@ -430,6 +538,7 @@ def write_table(
         "Values: mean ± std over seeds; a flag in parentheses marks a number that shows "
         "nothing (see the last section).\n",
         _main_table(table, cells, results),
+        _direction_section(table, cells, tags, results),
         "\n## Every metric\n\n",
         markdown_table(["Cell"] + [name for name, *_ in DETAIL_COLUMNS], detail_rows),
         _caveat_section(tags, results, len(seeds)),

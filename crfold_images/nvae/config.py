@@ -57,7 +57,7 @@ class NVAEConfig(RunConfig):
     # ``epochs`` is not resumable here: the learning-rate and KL schedules span it, so a longer
     # run is a different run (its schedule would jump back up).
     RESUMABLE: ClassVar[tuple[str, ...]] = (
-        *(k for k in RunConfig.RESUMABLE if k != "epochs"), "iw_samples", "iw_chunk",
+        *(k for k in RunConfig.RESUMABLE if k != "epochs"), "iw_samples", "iw_chunk", "iw_images",
         "eval_batch_size", "probe_features", "probe_C", "probe",
     )  # fmt: skip
 
@@ -139,6 +139,9 @@ class NVAEConfig(RunConfig):
     # --- evaluation (after training, on the test split -> eval.json)
     iw_samples: int = option(1000, "importance samples K of the IW-NLL")
     iw_chunk: int = option(100, "importance samples per forward pass")
+    iw_images: int | None = option(
+        None, "IW-NLL on the first N test images (AU, -ELBO and the probe use all); None: all"
+    )
     eval_batch_size: int = option(50, "images per IW-NLL / encoding batch")
     probe_features: str = option("all_pooled", "all_pooled | top | all (posterior means)")
     probe_C: float = option(1.0, "inverse regularisation of the logistic probe")
@@ -177,7 +180,7 @@ class NVAEConfig(RunConfig):
         check_numbers(
             self,
             positive_ints=("iw_samples", "iw_chunk", "eval_batch_size"),
-            optional_positive_ints=("num_train", "num_test"),
+            optional_positive_ints=("num_train", "num_test", "iw_images"),
             nonneg_ints=("power_iterations", "data_seed"),
             positive=("lr_min", "adamax_eps", "probe_C", "kl_min_coeff"),
             nonneg=("lam", "spectral_lambda", "lr_warmup_epochs", "kl_warmup_fraction"),

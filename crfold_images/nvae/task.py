@@ -220,8 +220,10 @@ class NVAETask(Task):
             features=cfg.probe_features,
             probe_C=cfg.probe_C,
             generator=g,
+            iw_batches=lambda: batches(test[: cfg.iw_images]),
         )
         result.update(
+            iw_images=min(cfg.iw_images or test.shape[0], test.shape[0]),
             mode=cfg.mode, dataset=cfg.dataset, n_test=int(test.shape[0]),
             likelihood=cfg.likelihood, lam_effective=self.lam,
         )  # fmt: skip

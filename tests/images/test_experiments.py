@@ -32,9 +32,12 @@ def test_grids_follow_the_papers_tables():
     # beta-CR-VAE's lambda is 0.1 * beta unless set (the paper's choice).
     assert cell_config(ImageConfig(), beta_cr, {}, 0).resolved_lam() == pytest.approx(1.0)
     t4 = build_grid("table4", ["mnist"], ["vae"])
-    assert [c.overrides.get("lam") for c in t4] == [None, 0.001, 0.01, 0.1, 1.0]
+    assert [c.overrides.get("lam") for c in t4] == [None, None, 0.001, 0.01, 0.1, 1.0]
+    # Tables 4 and 5 carry table1's VAE and VAE + Aug rows: every row is tested against them.
+    assert [c.overrides["mode"] for c in t4[:2]] == ["base", "aug"]
     t5 = build_grid("table5", ["mnist"], ["vae"])
-    assert [c.overrides["augment"] for c in t5] == ["rotate", "translate", "scale", "all"]
+    assert [c.label for c in t5[:2]] == ["VAE", "VAE + Aug"] and t5[:2] == t1[:2]
+    assert [c.overrides.get("augment") for c in t5[2:]] == ["rotate", "translate", "scale", "all"]
     t6 = build_grid("table6", ["mnist"], ["vae"])
     assert [c.overrides["mode"] for c in t6] == ["base", "aug", "triplet", "cr"]
     with pytest.raises(ValueError, match="models"):
@@ -44,7 +47,7 @@ def test_grids_follow_the_papers_tables():
 def test_identical_cells_share_a_run_directory(tmp_path):
     base = ImageConfig(epochs=3)
     cr1 = build_grid("table1", ["digits"], ["vae"])[2]
-    cr4 = build_grid("table4", ["digits"], ["vae"])[3]  # lambda = 0.1 set explicitly
+    cr4 = build_grid("table4", ["digits"], ["vae"])[4]  # lambda = 0.1 set explicitly
     cr6 = build_grid("table6", ["digits"], ["vae"])[3]
     dirs = {run_dir_of(tmp_path, cell_config(base, c, {}, 1)) for c in (cr1, cr6)}
     assert len(dirs) == 1 and next(iter(dirs)).name == "seed1"
@@ -211,3 +214,56 @@ def test_colour_nll_is_also_reported_in_bits_per_dimension():
     results = {i: [colour if c.dataset == "celeba" else grey] for i, c in enumerate(cells)}
     header = _main_table("table3", cells, results).splitlines()[0]
     assert header == "| Method | celeba NLL | celeba bpd | mnist NLL |"
+
+
+def _runs(**per_seed):
+    """Three seeds of results: {metric: (v0, v1, v2)} -> [eval.json-like dicts]."""
+    return [_result(**{k: v[s] for k, v in per_seed.items()}) for s in range(3)]
+
+
+def test_reports_test_rows_against_base_and_aug_and_say_whether_the_paper_holds():
+    from crfold_images.experiments import _direction_section, comparisons
+
+    cells = build_grid("table2", ["mnist"], ["vae", "iwae"])
+    tags = [c.label for c in cells]
+    against, claims = comparisons("table2", cells, tags)
+    assert ("CR-VAE", {"base": "VAE", "+ Aug": "VAE + Aug"}) in against
+    assert ("VAE + Aug", {"base": "VAE"}) in against and all(t != "VAE" for t, _ in against)
+    assert [c.order for c in claims] == [("CR-VAE", "VAE + Aug", "VAE"),
+                                         ("CR-IWAE", "IWAE + Aug", "IWAE")]  # fmt: skip
+    results = {  # VAE: CR > Aug > base clearly; IWAE: Aug below base
+        0: _runs(probe_accuracy=(0.80, 0.81, 0.80)),
+        1: _runs(probe_accuracy=(0.85, 0.86, 0.85)),
+        2: _runs(probe_accuracy=(0.90, 0.91, 0.90)),
+        3: _runs(probe_accuracy=(0.80, 0.81, 0.80)),
+        4: _runs(probe_accuracy=(0.70, 0.71, 0.72)),
+        5: _runs(probe_accuracy=(0.82, 0.80, 0.83)),
+    }
+    text = _direction_section("table2", cells, tags, results)
+    assert "holds in the means for 1 of 2 claims, significantly (every pair p < 0.05) for 1" in text
+    assert "Acc. % (higher is better): CR-VAE > VAE + Aug > VAE: **holds**" in text
+    assert "CR-IWAE > IWAE + Aug > IWAE: **does not hold**: IWAE + Aug not better than IWAE" in text
+    assert "| CR-VAE | Acc. % | +10.0 (p = " in text and "better |" in text
+    # A flagged row (at chance) makes its claim untestable, whatever the values.
+    results[0] = _runs(probe_accuracy=(0.10, 0.10, 0.11))
+    text = _direction_section("table2", cells, tags, results)
+    assert "**cannot tell**, flagged: VAE (chance)" in text and "1 cannot be told" in text
+
+
+def test_ablation_tables_read_their_own_claims():
+    from crfold_images.experiments import comparisons
+
+    t4 = build_grid("table4", ["mnist"], ["vae"])
+    against, claims = comparisons("table4", t4, [c.label for c in t4])
+    orders = {c.order for c in claims}
+    assert orders == {("CR-VAE λ=0.1", "VAE + Aug", "VAE"), ("CR-VAE λ=0.1", "CR-VAE λ=1")}
+    assert ("CR-VAE λ=1", {"base": "VAE", "+ Aug": "VAE + Aug"}) in against
+    t5 = build_grid("table5", ["mnist"], ["vae"])
+    orders = {c.order for c in comparisons("table5", t5, [c.label for c in t5])[1]}
+    assert orders == {("All", "Rotations only"), ("All", "Translations only"),
+                      ("All", "Scaling only")}  # fmt: skip
+    t6 = build_grid("table6", ["mnist"], ["vae"])
+    against, claims = comparisons("table6", t6, [c.label for c in t6])
+    assert {c.order for c in claims} == {("CR-VAE", "VAE + augmentations", "VAE + triplet loss")}
+    assert ("VAE + triplet loss", {"base": "VAE", "+ Aug": "VAE + augmentations"}) in against
+    assert {c.metric for c in claims} == {"mi", "au", "iw_nll", "probe_accuracy"}

@@ -92,6 +92,7 @@ def test_each_mode_trains_and_writes_the_engine_layout(tmp_path: Path, mode: str
     assert result["rate"] >= 0 and result["neg_elbo"] > result["rate"]
     assert result["neg_elbo_bpd"] == pytest.approx(result["neg_elbo"] / (math.log(2) * 784))
     assert result["data_dims"] == 784 and result["likelihood"] == "bernoulli"
+    assert result["iw_images"] == result["n_test"] == 4  # iw_images None: every test image
     assert result["num_classes"] >= 2 and isinstance(result["flags"], dict)
     assert all(isinstance(c, str) for c in result["caveats"])
     assert result["lam_effective"] == (0.5 if mode == "cr" else 0.0)
@@ -203,11 +204,12 @@ def test_resume_refuses_a_different_architecture_and_allows_eval_keys(tmp_path: 
         train(tiny_config("latent_channels=2", run_dir=run), resume=True, quiet=True)
     with pytest.raises(FileExistsError, match="--resume"):
         train(tiny_config(run_dir=run), quiet=True)
-    summary = train(tiny_config("iw_samples=2", "probe=false", run_dir=run), resume=True,
-                    quiet=True)  # fmt: skip
+    summary = train(tiny_config("iw_samples=2", "probe=false", "iw_images=3", run_dir=run),
+                    resume=True, quiet=True)  # fmt: skip
     assert summary["step"] == 2
     result = json.loads((run / "eval.json").read_text())
     assert result["num_samples"] == 2 and "probe_accuracy" not in result
+    assert result["iw_images"] == 3 and result["n_test"] == 4  # the IW-NLL's subset only
 
 
 def test_batches_one_seeded_shuffle_per_epoch() -> None:
@@ -301,7 +303,8 @@ def test_config_is_a_run_config_with_the_nvae_defaults() -> None:
     assert (cfg.log_every, cfg.checkpoint_every, cfg.max_bad_steps) == (50, 500, 50)
     assert NVAEConfig.MODES == ("base", "aug", "cr")
     assert NVAEConfig.TASK_CLASS == "crfold_images.nvae.task:NVAETask"
-    eval_keys = {"iw_samples", "iw_chunk", "eval_batch_size", "probe_features", "probe_C", "probe"}
+    eval_keys = {"iw_samples", "iw_chunk", "iw_images", "eval_batch_size", "probe_features",
+                 "probe_C", "probe"}  # fmt: skip
     # epochs shapes the learning-rate and KL schedules: a longer NVAE run is another run
     assert set(NVAEConfig.RESUMABLE) == (set(RunConfig.RESUMABLE) - {"epochs"}) | eval_keys
     assert "../shared" not in NVAEConfig.describe()  # no default points at ../shared
