@@ -20,10 +20,20 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from crfold.experiments.report import welch
+from crfold.experiments.report import no_spread, welch
 from crfold_images.report import markdown_table
 
-__all__ = ["ALPHA", "Claim", "Test", "Verdict", "pair_test", "verdict", "welch_table"]
+__all__ = [
+    "ALPHA",
+    "STATUSES",
+    "Claim",
+    "Test",
+    "Verdict",
+    "direction_section",
+    "pair_test",
+    "verdict",
+    "welch_table",
+]
 
 ALPHA = 0.05  # significance level of every test in the image reports
 
@@ -89,9 +99,20 @@ def pair_test(values: Mapping[str, Sequence[float | None]], a: str, b: str, high
         return Test(a, b, math.nan, math.nan, math.nan)
     diff = float(va.mean() - vb.mean())
     p = math.nan
-    if va.size >= 2 and vb.size >= 2 and (va.std() > 0 or vb.std() > 0):
+    spread = [not no_spread(float(v.std()), float(v.mean())) for v in (va, vb)]
+    if va.size >= 2 and vb.size >= 2 and any(spread):
         p = welch(va, vb)[2]
     return Test(a, b, diff, diff if higher else -diff, p)
+
+
+STATUSES = {  # Verdict.status -> how the report's summary counts it
+    "significant": "hold, every pair significant",
+    "means": "hold in the means only (some pair not significant)",
+    "untested": "hold in the means, untested (1 seed or no spread: no p)",
+    "tied": "are tied",
+    "fails": "do not hold",
+    "cannot_tell": "cannot be told (a row flagged or without values)",
+}
 
 
 @dataclass(frozen=True)
@@ -99,17 +120,28 @@ class Verdict:
     """What the values say about a claim.
 
     Attributes:
-        holds: every row's mean is better than the next row's (strictly).
-        significant: it holds and every pair (each row against each row after it) is
-            significant.
+        status: a key of :data:`STATUSES`: ``significant`` (every step of the ordering holds in
+            the means and every pair, each row against each row after it, has p < ALPHA),
+            ``means`` (it holds in the means, some pair is not significant), ``untested`` (it
+            holds in the means, some pair has no p: one seed, or no spread in either row),
+            ``tied`` (equal means break it), ``fails``, ``cannot_tell`` (a row is flagged or has
+            no values).
         tests: every pair, in the claim's order.
         line: one sentence for the report.
     """
 
-    holds: bool
-    significant: bool
+    status: str
     tests: tuple[Test, ...]
     line: str
+
+    @property
+    def holds(self) -> bool:
+        """Every step of the ordering holds in the means."""
+        return self.status in ("significant", "means", "untested")
+
+    @property
+    def significant(self) -> bool:
+        return self.status == "significant"
 
 
 def verdict(
@@ -132,8 +164,6 @@ def verdict(
         for j in range(i + 1, len(order))
     )
     steps = [t for t in tests if order.index(t.b) == order.index(t.a) + 1]
-    holds = all(t.gain > 0 for t in steps)
-    significant = holds and all(t.significant for t in tests)
     better = "higher" if claim.higher else "lower"
     stated = f"{claim.name} ({better} is better): {' > '.join(order)}"
     flags = {row: flagged(row) for row in order} if flagged is not None else {}
@@ -141,21 +171,52 @@ def verdict(
     detail = "; ".join(f"{t.a} vs {t.b} {t.text()}" for t in tests)
     if bad:
         why = ", ".join(f"{row} ({f})" for row, f in bad.items())
-        return Verdict(False, False, tests, f"{stated}: **cannot tell**, flagged: {why}")
+        return Verdict("cannot_tell", tests, f"{stated}: **cannot tell**, flagged: {why}")
     if any(math.isnan(t.gain) for t in tests):
-        return Verdict(False, False, tests, f"{stated}: **cannot tell**, a row has no values")
-    if significant:
-        reading = "**holds**, every pair significant"
-    elif holds:
-        weak = [f"{t.a} vs {t.b}" for t in tests if not t.significant]
-        reading = f"**holds in the means**, not significant: {', '.join(weak)}"
+        return Verdict("cannot_tell", tests, f"{stated}: **cannot tell**, a row has no values")
+    if all(t.gain > 0 for t in steps):
+        untested = [f"{t.a} vs {t.b}" for t in tests if math.isnan(t.p)]
+        weak = [f"{t.a} vs {t.b}" for t in tests if not math.isnan(t.p) and not t.significant]
+        if untested:
+            status = "untested"
+            reading = f"**holds in the means**, untested (no p): {', '.join(untested)}"
+        elif weak:
+            status, reading = "means", f"**holds in the means**, not significant: {', '.join(weak)}"
+        else:
+            status, reading = "significant", "**holds**, every pair significant"
     else:
         broken = [t for t in steps if t.gain <= 0]
-        tied = all(t.gain == 0 for t in broken)
+        status = "tied" if all(t.gain == 0 for t in broken) else "fails"
         what = ", ".join(f"{t.a} {'=' if t.gain == 0 else 'not better than'} {t.b}"
                          for t in broken)  # fmt: skip
-        reading = f"**{'tied' if tied else 'does not hold'}**: {what}"
-    return Verdict(holds, significant, tests, f"{stated}: {reading} ({detail})")
+        reading = f"**{'tied' if status == 'tied' else 'does not hold'}**: {what}"
+    return Verdict(status, tests, f"{stated}: {reading} ({detail})")
+
+
+def direction_section(reading: str, verdicts: Sequence[Verdict], welch: str) -> str:
+    """The report sections of a table's claims and tests: "The paper's direction" (a summary
+    line counting the verdicts by status, then one line per claim) and "Welch's t-tests
+    against base and + Aug" (``welch``, a :func:`welch_table`).
+
+    Args:
+        reading: the paper's reading of the table, in words.
+        verdicts: one per claim.
+        welch: the markdown table of the tests.
+    """
+    counts = [(n, text) for status, text in STATUSES.items()
+              if (n := sum(v.status == status for v in verdicts))]  # fmt: skip
+    tally = "; ".join(f"{n} {text}" for n, text in counts) or "no claims"
+    tests = welch.count("\n") - 2
+    return "".join([
+        f"\n## The paper's direction\n\nThe paper: {reading}. Here, of {len(verdicts)} "
+        f"claims: {tally}.\n\n",
+        "\n".join(f"- {v.line}" for v in verdicts),
+        "\n\n## Welch's t-tests against base and + Aug\n\n",
+        "Difference of the means over seeds (row − reference) and Welch's two-sided p; "
+        f"'better' / 'worse' where p < {ALPHA}. The {tests} rows below are separate tests, "
+        f"uncorrected: at p < {ALPHA} about 1 in 20 true nulls reads as a difference.\n\n",
+        welch,
+    ])  # fmt: skip
 
 
 def welch_table(

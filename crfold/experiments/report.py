@@ -28,6 +28,7 @@ __all__ = [
     "compare",
     "comparison",
     "load_results",
+    "no_spread",
     "per_seed",
     "probe_accuracy",
     "stats",
@@ -160,7 +161,7 @@ def welch(a: Sequence[float], b: Sequence[float]) -> tuple[float, float, float]:
     return float(res.statistic), float(res.df), float(res.pvalue)
 
 
-def _no_spread(std: float, mean: float) -> bool:
+def no_spread(std: float, mean: float) -> bool:
     """A seed spread that is rounding only (identical values whose float mean is inexact)."""
     return std <= 1e-9 * max(1.0, abs(mean))
 
@@ -174,7 +175,7 @@ def compare(a: list, b: list, fmt: str, higher: bool) -> tuple[str, str, str] | 
     diff = ma - mb
     if math.isnan(sa) or math.isnan(sb):
         return f"{diff:+{fmt}}", "n/a", "n/a: needs at least 2 seeds per row"
-    if _no_spread(sa, ma) and _no_spread(sb, mb):
+    if no_spread(sa, ma) and no_spread(sb, mb):
         reading = "identical over seeds" if diff == 0 else "no seed spread: cannot test"
         return f"{diff:+{fmt}}", "n/a", reading
     t, df, p = welch(a, b)

@@ -32,7 +32,7 @@ from crfold.experiments.runner import RUNTIME_KEYS, EngineEval, PlannedRun, run_
 from crfold.io import RunLockedError, atomic_write_json
 from crfold_images.caveats import FLAG_TEXT, standing_caveats
 from crfold_images.caveats import flag as flag_of
-from crfold_images.claims import ALPHA, Claim, verdict, welch_table
+from crfold_images.claims import Claim, direction_section, verdict, welch_table
 from crfold_images.experiments import config_digest, threads_per_run
 from crfold_images.nvae.config import NVAEConfig, load_nvae_config
 from crfold_images.report import markdown_table, marked, mean_std, write_text
@@ -40,8 +40,16 @@ from crfold_images.report import markdown_table, marked, mean_std, write_text
 __all__ = ["ROWS", "add_arguments", "plan", "run", "write_report"]
 
 ROWS = (("base", "NVAE"), ("aug", "NVAE + Aug"), ("cr", "CR-NVAE"))  # (mode, row name)
-# Keys in which a saved run may differ from the planned one: runtime and evaluation settings.
-IGNORE = tuple(dict.fromkeys([*RUNTIME_KEYS, *NVAEConfig.RESUMABLE, "data_root"]))
+# Keys a planned run may grow past a finished one's (the run is continued), and keys in which a
+# saved run may differ from the planned one: runtime and evaluation settings, data_root.
+EXTEND = ("max_steps",)
+IGNORE = tuple(
+    k for k in dict.fromkeys([*RUNTIME_KEYS, *NVAEConfig.RESUMABLE, "data_root"])
+    if k not in EXTEND
+)  # fmt: skip
+# Keys only CR-NVAE reads: NVAE and NVAE + Aug runs keep their defaults, so that a table at
+# another lambda reuses their runs.
+CR_ONLY = ("lam", "lam_per_dim", "lam_warmup", "cr_path")
 # (eval.json key, name, higher is better, digits, scale)
 METRICS = (
     ("probe_accuracy", "Acc. %", True, 1, 100.0),
@@ -51,8 +59,20 @@ METRICS = (
     ("neg_elbo", "-ELBO (nats)", False, 2, 1.0),
     ("rate", "rate (nats)", False, 1, 1.0),
 )
-CLAIMED = ("probe_accuracy", "active_units", "nll_nats")  # the paper's Tables 7-8 and §4.2
-TESTED = (*CLAIMED, "neg_elbo")  # Welch-tested (the rate has no better direction)
+TESTED = ("probe_accuracy", "active_units", "nll_nats", "neg_elbo")  # the rate has no better side
+# The paper's claims (Tables 7-8, §4.2), rows best first: its probe orders CR > + Aug > NVAE on
+# CIFAR-10 (on MNIST all three read 99.9), its AU is given for CR-NVAE (226) and NVAE (211)
+# only, and its NLL orders CR > + Aug > NVAE on every data set.
+CLAIMS = (
+    ("probe_accuracy", ("CR-NVAE", "NVAE + Aug", "NVAE")),
+    ("active_units", ("CR-NVAE", "NVAE")),
+    ("nll_nats", ("CR-NVAE", "NVAE + Aug", "NVAE")),
+)
+READING = (
+    "CR-NVAE beats NVAE + Aug, which beats NVAE, in probe accuracy (Table 7's CIFAR-10 column; "
+    "its MNIST column reads 99.9 for all three) and in NLL (Table 8), and CR-NVAE has more active "
+    "units than NVAE (226 vs 211, §4.2)"
+)
 
 
 def plan(base: NVAEConfig, out: Path, seeds: list[int], threads: int | None) -> list[PlannedRun]:
@@ -61,6 +81,8 @@ def plan(base: NVAEConfig, out: Path, seeds: list[int], threads: int | None) -> 
     for mode, name in ROWS:
         for seed in seeds:
             cfg = base.replace(mode=mode, seed=seed)
+            if mode != "cr":
+                cfg = cfg.replace(**{k: getattr(NVAEConfig(), k) for k in CR_ONLY})
             if threads is not None:
                 cfg = cfg.replace(num_threads=threads)
             run_dir = out / "runs" / cfg.dataset / f"{mode}-{config_digest(cfg)}" / f"seed{seed}"
@@ -94,15 +116,12 @@ def write_report(
         for _, name in ROWS
     ]  # fmt: skip
     scales = {key: s for key, _, _, _, s in METRICS}
-    names = [name for _, name in ROWS]
-    claims = [Claim(key, n, hi, tuple(reversed(names)))
-              for key, n, hi, _, _ in METRICS if key in CLAIMED]  # fmt: skip
+    names = {key: (n, hi) for key, n, hi, _, _ in METRICS}
+    claims = [Claim(key, *names[key], order) for key, order in CLAIMS]
     verdicts = [
         verdict(c, _values(rows, c.metric, scales[c.metric]), lambda row, k=c.metric: flag(row, k))
         for c in claims
     ]
-    held, sig = sum(v.holds for v in verdicts), sum(v.significant for v in verdicts)
-    untestable = sum("cannot tell" in v.line for v in verdicts)
     against = [("NVAE + Aug", {"base": "NVAE"}),
                ("CR-NVAE", {"base": "NVAE", "+ Aug": "NVAE + Aug"})]  # fmt: skip
     welch = welch_table(
@@ -128,21 +147,21 @@ def write_report(
         f"AU over all latent dims (Var >= 0.01), logistic probe on the "
         f"{first.get('features')} posterior means fit on the training images."
     )
+    iw_images, n_test = first.get("iw_images", first.get("n_test")), first.get("n_test")
+    iw_note = (
+        f"\nThe IW-NLL columns are over the first {iw_images} test images; -ELBO, rate, AU and the "
+        f"probe over all {n_test}: compare the -ELBO with the IW-NLL only as averages of different "
+        "images.\n"
+        if iw_images != n_test
+        else ""
+    )
     text = [
         "# NVAE table: NVAE, NVAE + Aug and CR-NVAE (crfold_images)\n\n",
         f"Command: `{command}`\n\n" if command else "",
         budget + " Values: mean ± std over seeds.\n\n",
         markdown_table(["Method"] + [n for _, n, *_ in METRICS] + ["train s"], main),
-        "\n## The paper's direction\n\n",
-        f"**The paper's direction** (Tables 7-8: CR-NVAE beats NVAE + Aug, which beats NVAE, "
-        f"in probe accuracy, active units and NLL): holds in the means for {held} of "
-        f"{len(verdicts)} claims, significantly (every pair p < {ALPHA}) for {sig}; "
-        f"{len(verdicts) - held - untestable} do not hold; {untestable} cannot be told.\n\n",
-        "\n".join(f"- {v.line}" for v in verdicts),
-        "\n\n## Welch's t-tests against base and + Aug\n\n",
-        "Difference of the means over seeds (row − reference) and Welch's two-sided p; "
-        f"'better' / 'worse' where p < {ALPHA}.\n\n",
-        welch,
+        iw_note,
+        direction_section(READING, verdicts, welch),
         "\n## What these numbers can and cannot show\n\n",
         ("Flagged cells:\n\n" + "\n".join(flagged) + "\n\n") if flagged
         else "No cell is at chance or collapsed.\n\n",
@@ -199,7 +218,8 @@ def run(args: argparse.Namespace) -> int:
         out, seeds = Path(args.out), list(range(args.seeds))
         runs = plan(base, out, seeds, threads_per_run(base, args.jobs))
         t0 = time.perf_counter()
-        run_plan(runs, jobs=args.jobs, evaluation=EngineEval(), ignore=IGNORE, quiet=args.quiet)
+        run_plan(runs, jobs=args.jobs, evaluation=EngineEval(), ignore=IGNORE, extend=EXTEND,
+                 quiet=args.quiet)  # fmt: skip
         write_report(out, base, runs, seeds, command_line(args))
         print(f"wrote {out / 'nvae_table.md'} (done in {time.perf_counter() - t0:.0f} s)")
         return 0

@@ -240,7 +240,7 @@ def test_reports_test_rows_against_base_and_aug_and_say_whether_the_paper_holds(
         5: _runs(probe_accuracy=(0.82, 0.80, 0.83)),
     }
     text = _direction_section("table2", cells, tags, results)
-    assert "holds in the means for 1 of 2 claims, significantly (every pair p < 0.05) for 1" in text
+    assert "Here, of 2 claims: 1 hold, every pair significant; 1 do not hold." in text
     assert "Acc. % (higher is better): CR-VAE > VAE + Aug > VAE: **holds**" in text
     assert "CR-IWAE > IWAE + Aug > IWAE: **does not hold**: IWAE + Aug not better than IWAE" in text
     assert "| CR-VAE | Acc. % | +10.0 (p = " in text and "better |" in text
@@ -248,6 +248,11 @@ def test_reports_test_rows_against_base_and_aug_and_say_whether_the_paper_holds(
     results[0] = _runs(probe_accuracy=(0.10, 0.10, 0.11))
     text = _direction_section("table2", cells, tags, results)
     assert "**cannot tell**, flagged: VAE (chance)" in text and "1 cannot be told" in text
+    # A claim over the MI at its log B ceiling cannot be told either (table1).
+    t1 = build_grid("table1", ["mnist"], ["vae"])
+    capped = {i: _runs(mi=(9.21, 9.20, 9.21), au=(40, 41, 42)) for i in range(3)}
+    text = _direction_section("table1", t1, [c.label for c in t1], capped)
+    assert "MI (higher is better): CR-VAE > VAE + Aug > VAE: **cannot tell**, flagged: " in text
 
 
 def test_ablation_tables_read_their_own_claims():
@@ -255,8 +260,17 @@ def test_ablation_tables_read_their_own_claims():
 
     t4 = build_grid("table4", ["mnist"], ["vae"])
     against, claims = comparisons("table4", t4, [c.label for c in t4])
-    orders = {c.order for c in claims}
-    assert orders == {("CR-VAE λ=0.1", "VAE + Aug", "VAE"), ("CR-VAE λ=0.1", "CR-VAE λ=1")}
+    # the paper's Table 4: small lambdas beat the VAE, 0.1 beats + Aug, lambda = 1 is worse than
+    # the VAE in MI and NLL (its AU is 47 > 36); no probe claims (the paper's has no probe)
+    by_order = {}
+    for c in claims:
+        by_order.setdefault(c.order, set()).add(c.metric)
+    assert by_order == {
+        ("CR-VAE λ=0.1", "VAE + Aug", "VAE"): {"mi", "au", "iw_nll"},
+        ("CR-VAE λ=0.01", "VAE"): {"mi", "au", "iw_nll"},
+        ("CR-VAE λ=0.001", "VAE"): {"mi", "au", "iw_nll"},
+        ("VAE", "CR-VAE λ=1"): {"mi", "iw_nll"},
+    }
     assert ("CR-VAE λ=1", {"base": "VAE", "+ Aug": "VAE + Aug"}) in against
     t5 = build_grid("table5", ["mnist"], ["vae"])
     orders = {c.order for c in comparisons("table5", t5, [c.label for c in t5])[1]}
@@ -266,4 +280,4 @@ def test_ablation_tables_read_their_own_claims():
     against, claims = comparisons("table6", t6, [c.label for c in t6])
     assert {c.order for c in claims} == {("CR-VAE", "VAE + augmentations", "VAE + triplet loss")}
     assert ("VAE + triplet loss", {"base": "VAE", "+ Aug": "VAE + augmentations"}) in against
-    assert {c.metric for c in claims} == {"mi", "au", "iw_nll", "probe_accuracy"}
+    assert {c.metric for c in claims} == {"mi", "au", "iw_nll"}  # the paper's Table 6 has no probe
