@@ -521,8 +521,8 @@ def write_table(
         for i, tag in enumerate(tags)
     ]
     text = [
-        f"# {table} (crfold_images)\n",
-        f"Command: `{command}`\n" if command else "",
+        f"# {table} (crfold_images)\n\n",
+        f"Command: `{command}`\n\n" if command else "",
         f"Budget: {base.epochs} epochs, batch {base.batch_size}, Adam lr {base.lr:g}, "
         f"arch {base.arch} width {base.width:g}, latent {base.latent_dim}, "
         f"{r0['n_train']} training images, seeds {seeds}; IW-NLL with S = {r0['iw_samples']} "
@@ -530,7 +530,7 @@ def write_table(
         f"(MI <= log B = {math.log(r0['mi_batch_size']):.2f} nats); AU threshold "
         f"{r0['au_threshold']}; probe: logistic regression on mu. "
         "Values: mean ± std over seeds; a flag in parentheses marks a number that shows "
-        "nothing (see the last section).\n",
+        "nothing (see the last section).\n\n",
         _main_table(table, cells, results),
         _direction_section(table, cells, tags, results),
         "\n## Every metric\n\n",
