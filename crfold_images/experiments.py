@@ -15,7 +15,7 @@ latent consistency: the run's ``eval.json``). The report reads every run's ``eva
 (the paper's layout, mean ± std over seeds, then every metric of every cell - a cell whose mean
 shows nothing carries its flag, e.g. ``10.1 ± 0.3 (chance)``, and a last section says what the
 numbers can and cannot show, :mod:`crfold_images.caveats`), ``<table>.json``,
-``<table>_bars.png`` (MI / AU / NLL bars) and ``<table>_samples.png`` (prior samples and
+``<plots>_bars.png`` (MI / AU / NLL bars) and ``<plots>_samples.png`` (prior samples and
 reconstructions of seed 0 of each cell).
 
 Grids (rows as in the paper; models: vae, iwae, beta0.5, beta10):
@@ -78,6 +78,7 @@ __all__ = [
     "cell_config",
     "comparisons",
     "config_digest",
+    "plots_name",
     "main",
     "plan_table",
     "run_command",
@@ -472,6 +473,12 @@ def _result(row: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+def plots_name(table: str) -> str:
+    """The stem of a table's plot files: ``tables1-3`` for tables 1-3 (one grid, one set of
+    plots), else the table's name."""
+    return "tables1-3" if table in ("table1", "table2", "table3") else table
+
+
 def write_table(
     table: str,
     out: Path,
@@ -481,7 +488,8 @@ def write_table(
     seeds: list[int],
     command: str = "",
 ) -> dict[str, Any]:
-    """The report of a trained grid: ``<table>.md``, ``.json``, ``_bars.png``, ``_samples.png``.
+    """The report of a trained grid: ``<table>.md``, ``.json``, and the plots
+    ``<plots>_bars.png``, ``<plots>_samples.png`` (:func:`plots_name`: tables 1-3 share theirs).
 
     Args:
         plan: per cell, its runs over seeds (:func:`plan_table`), trained and evaluated; read
@@ -502,9 +510,10 @@ def write_table(
         ],
     }  # fmt: skip
     atomic_write_json(out / f"{table}.json", summary)
+    plots = plots_name(table)
     tags = [f"{c.dataset}: {c.label}" if len(datasets) > 1 else c.label for c in cells]
     bar_plot(
-        out / f"{table}_bars.png", tags,
+        out / f"{plots}_bars.png", tags,
         {"MI (nats)": [_metric(results[i], "mi") for i in range(len(cells))],
          "AU": [_metric(results[i], "au") for i in range(len(cells))],
          "NLL (nats)": [_metric(results[i], "iw_nll") for i in range(len(cells))]},
@@ -514,7 +523,7 @@ def write_table(
     for i, tag in enumerate(tags):
         pictures += [(f"{tag}: samples", dirs[i][0] / "samples.png")]
         pictures += [(f"{tag}: x / recon", dirs[i][0] / "recon.png")]
-    montage(out / f"{table}_samples.png", pictures, title=f"{table}, seed {seeds[0]}")
+    montage(out / f"{plots}_samples.png", pictures, title=f"{plots}, seed {seeds[0]}")
     r0 = results[0][0]
     detail_rows = [
         [tag] + [_cell(results[i], key, d, s) for _, key, d, s in DETAIL_COLUMNS]
@@ -536,7 +545,7 @@ def write_table(
         "\n## Every metric\n\n",
         markdown_table(["Cell"] + [name for name, *_ in DETAIL_COLUMNS], detail_rows),
         _caveat_section(tags, results, len(seeds)),
-        f"\nPlots: `{table}_bars.png`, `{table}_samples.png`. Runs: `runs/`.\n",
+        f"\nPlots: `{plots}_bars.png`, `{plots}_samples.png`. Runs: `runs/`.\n",
     ]
     write_text(out / f"{table}.md", "".join(text))
     return summary

@@ -15,6 +15,7 @@ from crfold_images.experiments import (
     cell_config,
     main,
     plan_table,
+    plots_name,
     run_dir_of,
     run_key,
     threads_per_run,
@@ -40,6 +41,10 @@ def test_grids_follow_the_papers_tables():
     assert [c.overrides.get("augment") for c in t5[2:]] == ["rotate", "translate", "scale", "all"]
     t6 = build_grid("table6", ["mnist"], ["vae"])
     assert [c.overrides["mode"] for c in t6] == ["base", "aug", "triplet", "cr"]
+    # tables 1-3 are one grid: one set of plots
+    assert build_grid("table2", ["mnist"], ["vae"]) == build_grid("table3", ["mnist"], ["vae"])
+    assert {plots_name(t) for t in ("table1", "table2", "table3")} == {"tables1-3"}
+    assert plots_name("table6") == "table6"
     with pytest.raises(ValueError, match="models"):
         build_grid("table1", ["mnist"], ["vqvae"])
 
