@@ -345,11 +345,12 @@ def _command_line(args: argparse.Namespace) -> str:
 
 
 def _cmd_table9(args: argparse.Namespace) -> int:
+    from .experiments.runner import exit_status
     from .experiments.table9 import normalize_modes, parse_variant, plan_variants, run_table9
-    from .io import RunLockedError
 
     command = "crfold experiment table9"
-    try:
+
+    def experiment() -> int:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", DeprecationWarning)
             modes = normalize_modes([m.strip() for m in args.modes.split(",") if m.strip()])
@@ -370,17 +371,10 @@ def _cmd_table9(args: argparse.Namespace) -> int:
             args.out, args.config, args.overrides, variants, seeds, args.jobs, args.which,
             report=args.name, quiet=args.quiet, command=_command_line(args),
         )  # fmt: skip
-    except (ValueError, FileNotFoundError, RunLockedError) as exc:
-        print(f"{command}: error: {exc}", file=sys.stderr)
-        return 2
-    except RuntimeError as exc:
-        print(f"{command}: error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt as exc:
-        print(f"{command}: {exc}", file=sys.stderr)
-        return 130
-    print(f"wrote {report}")
-    return 0
+        print(f"wrote {report}")
+        return 0
+
+    return exit_status(command, experiment)
 
 
 def _register_experiment(sub) -> None:

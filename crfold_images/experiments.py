@@ -61,8 +61,8 @@ from typing import Any
 
 from crfold.config import RunConfig, load_config
 from crfold.experiments.report import load_results, train_seconds
-from crfold.experiments.runner import EngineEval, PlannedRun, run_plan, train_state
-from crfold.io import RunLockedError, atomic_write_json
+from crfold.experiments.runner import EngineEval, PlannedRun, exit_status, run_plan, train_state
+from crfold.io import atomic_write_json
 from crfold_images.caveats import FLAG_TEXT, standing_caveats
 from crfold_images.caveats import flag as flag_of
 from crfold_images.claims import Claim, direction_section, verdict, welch_table
@@ -650,20 +650,8 @@ def run_tables(args: argparse.Namespace, prog: str = _PROGS["cli"]) -> int:
 
 def run_command(args: argparse.Namespace, prog: str = _PROGS["cli"]) -> int:
     """:func:`run_tables` as a command: its errors as one line on stderr and an exit status
-    (2: a bad option, a run with another config or one in use; 1: a run failed; 130: stopped by
-    a signal, the runs resumable)."""
-    name = prog.removeprefix("python -m ")
-    try:
-        return run_tables(args, prog)
-    except (ValueError, FileNotFoundError, RunLockedError) as exc:
-        print(f"{name}: error: {exc}", file=sys.stderr)
-        return 2
-    except RuntimeError as exc:
-        print(f"{name}: error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt as exc:
-        print(f"{name}: {exc}", file=sys.stderr)
-        return 130
+    (:func:`crfold.experiments.runner.exit_status`)."""
+    return exit_status(prog.removeprefix("python -m "), lambda: run_tables(args, prog))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -54,6 +54,7 @@ __all__ = [
     "Evaluation",
     "PlannedRun",
     "config_differences",
+    "exit_status",
     "run_plan",
     "train_state",
 ]
@@ -408,3 +409,21 @@ def run_plan(
         if all(isinstance(e, RunLockedError) for e in errors):
             raise RunLockedError(text)
         raise RuntimeError(text)
+
+
+def exit_status(name: str, experiment: Callable[[], int]) -> int:
+    """Runs an experiment command (a callable returning its exit status) with the runner's
+    errors as one line on stderr and the commands' exit statuses: 2 for a bad option, a run with
+    another config or one in use; 1 for a failed run; 130 when a signal stopped it (the runs
+    resumable)."""
+    try:
+        return experiment()
+    except (ValueError, FileNotFoundError, RunLockedError) as exc:
+        print(f"{name}: error: {exc}", file=sys.stderr)
+        return 2
+    except RuntimeError as exc:
+        print(f"{name}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt as exc:
+        print(f"{name}: {exc}", file=sys.stderr)
+        return 130

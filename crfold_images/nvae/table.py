@@ -22,14 +22,13 @@ from __future__ import annotations
 
 import argparse
 import shlex
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from crfold.experiments.report import load_results, train_seconds
-from crfold.experiments.runner import RUNTIME_KEYS, EngineEval, PlannedRun, run_plan
-from crfold.io import RunLockedError, atomic_write_json
+from crfold.experiments.runner import RUNTIME_KEYS, EngineEval, PlannedRun, exit_status, run_plan
+from crfold.io import atomic_write_json
 from crfold_images.caveats import FLAG_TEXT, standing_caveats
 from crfold_images.caveats import flag as flag_of
 from crfold_images.claims import Claim, direction_section, verdict, welch_table
@@ -207,9 +206,9 @@ def command_line(args: argparse.Namespace) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Trains, evaluates and reports the table of parsed ``args``; errors as one line on
-    stderr and an exit status (2: a bad option, a run with another config or in use; 1: a run
-    failed; 130: stopped by a signal, the runs resumable)."""
-    try:
+    stderr and an exit status (:func:`crfold.experiments.runner.exit_status`)."""
+
+    def experiment() -> int:
         if args.jobs < 1 or args.seeds < 1:
             raise ValueError(f"--jobs and --seeds: expected >= 1, got {args.jobs}, {args.seeds}")
         if any(o.split("=", 1)[0].strip() in ("mode", "seed") for o in args.overrides):
@@ -223,12 +222,5 @@ def run(args: argparse.Namespace) -> int:
         write_report(out, base, runs, seeds, command_line(args))
         print(f"wrote {out / 'nvae_table.md'} (done in {time.perf_counter() - t0:.0f} s)")
         return 0
-    except (ValueError, FileNotFoundError, RunLockedError) as exc:
-        print(f"crfold nvae table: error: {exc}", file=sys.stderr)
-        return 2
-    except RuntimeError as exc:
-        print(f"crfold nvae table: error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt as exc:
-        print(f"crfold nvae table: {exc}", file=sys.stderr)
-        return 130
+
+    return exit_status("crfold nvae table", experiment)
